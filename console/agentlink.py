@@ -1,0 +1,125 @@
+"""One running agent and the RPyC connection to it, whatever carries it.
+
+`AgentLink` wraps the connection with one method per exposed agent method,
+pickling and unpickling explicitly so only bytes cross. `start_local_agent`
+runs the agent as a child process speaking over its pipes; SSH nodes get the
+same `AgentLink` over their session channel (console/bootstrap.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import threading
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, List, Sequence, Tuple
+
+import rpyc
+from rpyc.core.stream import PipeStream, Stream
+
+import nodeagent
+from console.errors import NodeError
+
+__all__ = ["AgentLink", "start_local_agent", "CODE_ROOT", "pump_lines"]
+
+CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
+"""The directory holding the nodeagent and jobs packages."""
+
+CALL_TIMEOUT_S = 20.0
+"""A call not answered in this time means the node is gone."""
+
+
+def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
+    """Feed each line of `source` to `sink` from a daemon thread until EOF."""
+
+    def pump() -> None:
+        for raw in iter(source.readline, b""):
+            sink(raw.decode("utf-8", "replace").rstrip())
+
+    thread = threading.Thread(target=pump, name="agent-log", daemon=True)
+    thread.start()
+    return thread
+
+
+class AgentLink:
+    """The console's handle on one agent: plain calls, plain data."""
+
+    def __init__(self, stream: Stream, close_transport: Callable[[], None]) -> None:
+        self._conn = rpyc.connect_stream(
+            stream, service=rpyc.VoidService,
+            config={"sync_request_timeout": CALL_TIMEOUT_S, "allow_pickle": False},
+        )
+        self._close_transport = close_transport
+        self._root = self._conn.root
+
+    def hello(self) -> Dict[str, Any]:
+        """The node's description; raises NodeError when its protocol differs."""
+        info = pickle.loads(self._root.hello(nodeagent.PROTOCOL_VERSION))
+        if info.get("protocol") != nodeagent.PROTOCOL_VERSION:
+            raise NodeError(
+                f"the agent speaks protocol {info.get('protocol')} and this console {nodeagent.PROTOCOL_VERSION}; "
+                "run 'console bootstrap' to deploy the console's own agent."
+            )
+        return info
+
+    def start_job(self, settings: Dict[str, Any]) -> int:
+        """Give the agent a job's settings; returns its pool size."""
+        return int(self._root.start_job(pickle.dumps(settings)))
+
+    def submit(self, batch: Sequence[Tuple[int, int, bytes]]) -> None:
+        """Queue `(chunk, attempt, pickled items)` triples on the agent."""
+        self._root.submit(pickle.dumps(list(batch)))
+
+    def collect(self, wait: float) -> Tuple[List[tuple], int, int]:
+        """(outcomes, workers busy, tasks queued) since the last call."""
+        return pickle.loads(self._root.collect(wait))
+
+    def metrics(self) -> Dict[str, Any]:
+        """CPU, memory and load of the node."""
+        return pickle.loads(self._root.metrics())
+
+    def cancel(self, chunks: Sequence[int]) -> None:
+        """Drop these chunks on the agent."""
+        self._root.cancel(tuple(chunks))
+
+    def close(self) -> None:
+        """Stop the agent's pool, close the stream; the agent exits on EOF."""
+        try:
+            self._root.shutdown()
+        except Exception:  # the agent may already be gone; closing is all that is left
+            pass
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+        self._close_transport()
+
+
+def start_local_agent(python: str, log: Callable[[str], None]) -> AgentLink:
+    """Run `python -m nodeagent` here as a child process and connect over its pipes."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.Popen(
+            [python, "-m", "nodeagent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, start_new_session=True,
+        )
+    except OSError as exc:
+        raise NodeError(f"cannot start the local agent with {python!r}: {exc.strerror or exc}.") from None
+    pump_lines(proc.stderr, log)
+
+    def close() -> None:
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    return AgentLink(PipeStream(proc.stdout, proc.stdin), close)
+

@@ -1,0 +1,514 @@
+"""The cluster: one session thread per node, one scheduler per job, one lock.
+
+`NodeSession` is the thin worker side of the scheduler: it brings its agent up
+(through a launcher: local child process or SSH), turns agent replies into
+scheduler events and carries out the scheduler's instructions for its node. It
+decides nothing. `Cluster` holds the lock, routes instructions, writes the
+journal before a result counts, and builds immutable snapshots for the UIs.
+A clock thread ticks the scheduler (tail re-runs) and the throughput meters.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from console.agentlink import AgentLink, start_local_agent
+from console.errors import ConsoleError, NoNodesError, UsageError
+from console.inventory import Node
+from console.jobcode import check_job_code, job_paths
+from console.journal import JournalWriter, journal_path, read_journal
+from console.jobspec import JobSpec
+from console.rates import RateMeter
+from console.results import reduce_values, write_results
+from console.scheduler import (
+    Cancel, ChunkFailed, ChunkFinished, Event, Instruction, JobCancelled, JobEnded, Journal, NodeDraining,
+    NodeJoined, NodeLost, Scheduler, SendChunks, Tick,
+)
+from console.snapshot import ChunkRecord, ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
+
+__all__ = ["Cluster", "NodeSession", "JobRun", "Launcher"]
+
+Launcher = Callable[[Node, "NodeSession"], AgentLink]
+"""Brings a node's agent up: connect, prepare, start; raises ConsoleError with a sentence."""
+
+PREFETCH = 2
+RECONNECT_ATTEMPTS = 3
+COLLECT_WAIT_S = 0.2
+METRICS_EVERY_S = 1.0
+
+
+def launch_local(node: Node, session: "NodeSession") -> AgentLink:
+    """The local node: the agent is a child process of the console."""
+    import sys
+
+    session.set_state("bootstrapping")
+    return start_local_agent(node.python or sys.executable, session.log)
+
+
+@dataclass
+class JobRun:
+    """One job from start to results file."""
+
+    spec: JobSpec
+    scheduler: Scheduler
+    journal: JournalWriter
+    settings: Dict[str, Any]
+    started: float
+    generation: int
+    custom_reduce: Optional[Callable[[List[Any]], Any]] = None
+    values: Dict[int, bytes] = field(default_factory=dict)
+    """Pickled chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
+    resumed: int = 0
+    ended: Optional[float] = None
+    status: str = "running"
+    reason: str = ""
+    done_event: threading.Event = field(default_factory=threading.Event)
+    rate: RateMeter = field(default_factory=RateMeter)
+
+
+class NodeSession(threading.Thread):
+    """One node's life: connect, serve the scheduler, reconnect when lost."""
+
+    def __init__(self, cluster: "Cluster", node: Node) -> None:
+        super().__init__(name=f"node-{node.name}", daemon=True)
+        self.cluster = cluster
+        self.node = node
+        self.state = "pending"
+        self.error: Optional[str] = None
+        self.info: Dict[str, Any] = {}
+        self.metrics: Dict[str, Any] = {}
+        self.cpu_history: Deque[float] = deque(maxlen=60)
+        self.log_lines: Deque[str] = deque(maxlen=200)
+        self.outbox: Deque[Instruction] = deque()
+        self.workers: Optional[int] = None
+        self.rate = RateMeter()
+        self.stopping = threading.Event()
+        self._link: Optional[AgentLink] = None
+        self._generation = -1
+
+    # -- called from any thread ----------------------------------------------------
+
+    def set_state(self, state: str, error: Optional[str] = None) -> None:
+        """Move the node to a state the UIs show (under the cluster lock)."""
+        with self.cluster.lock:
+            self.state = state
+            self.error = error
+
+    def log(self, line: str) -> None:
+        """Keep one line of the agent's log (its stderr) or of our own notes."""
+        self.log_lines.append(line)
+
+    def stop(self) -> None:
+        """Ask the thread to end and the agent to exit."""
+        self.stopping.set()
+
+    # -- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                self.set_state("connecting")
+                self._link = self.cluster.launcher(self.node, self)
+                self.info = self._link.hello()
+                attempt = 0
+                self.set_state("ready")
+                self._serve()
+            except ConsoleError as exc:
+                self._drop(str(exc))
+                self.set_state("failed", str(exc))
+                return
+            except Exception as exc:  # the stream broke: EOF, timeout, reset
+                reason = _describe(exc)
+                self._drop(reason)
+                if self.stopping.is_set():
+                    break
+                attempt += 1
+                if attempt > RECONNECT_ATTEMPTS or self.state in ("pending", "connecting", "bootstrapping"):
+                    self.set_state("failed", f"{self.node.name}: {reason}; giving up after {attempt} attempt(s).")
+                    return
+                self.set_state("lost", f"{self.node.name}: {reason} (reconnecting, attempt {attempt} "
+                                       f"of {RECONNECT_ATTEMPTS}).")
+                self.stopping.wait(min(2 ** (attempt - 1), 8))
+        self._drop("stopped")
+        self.set_state("pending")
+
+    def _drop(self, reason: str) -> None:
+        """Tell the scheduler the node is gone, and close what is left of the link."""
+        link, self._link = self._link, None
+        self._generation = -1
+        self.cluster.node_lost(self.node.name, reason)
+        if link is not None:
+            link.close()
+
+    def _serve(self) -> None:
+        link = self._link
+        assert link is not None
+        next_metrics = 0.0
+        while not self.stopping.is_set():
+            self._join_job(link)
+            self._flush(link)
+            holding = self.cluster.holding(self.node.name)
+            if holding:
+                outcomes, busy, _ = link.collect(COLLECT_WAIT_S)
+                self.metrics["busy"] = busy
+                if outcomes:
+                    self.cluster.handle(self._events(outcomes))
+            else:
+                self.cluster.wake[self.node.name].wait(COLLECT_WAIT_S)
+                self.cluster.wake[self.node.name].clear()
+            now = time.monotonic()
+            if now >= next_metrics:
+                self._sample(link)
+                next_metrics = now + METRICS_EVERY_S
+
+    def _join_job(self, link: AgentLink) -> None:
+        job = self.cluster.job
+        if job is None or job.generation == self._generation or job.status != "running":
+            return
+        settings = dict(job.settings, workers=self.node.workers)
+        self.workers = link.start_job(settings)
+        self._generation = job.generation
+        self.cluster.handle([NodeJoined(self.node.name, self.workers, time.monotonic())])
+
+    def _flush(self, link: AgentLink) -> None:
+        job = self.cluster.job
+        while self.outbox:
+            instruction = self.outbox.popleft()
+            if isinstance(instruction, Cancel):
+                link.cancel(instruction.chunks)
+            elif isinstance(instruction, SendChunks) and job is not None:
+                source = job.spec.input
+                link.submit([
+                    (o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count))) for o in instruction.chunks
+                ])
+
+    def _events(self, outcomes: Sequence[tuple]) -> List[Event]:
+        now = time.monotonic()
+        name = self.node.name
+        events: List[Event] = []
+        for chunk, attempt, status, value, error, tb, seconds in outcomes:
+            if status == "ok":
+                events.append(ChunkFinished(name, chunk, attempt, value, seconds, now))
+            else:
+                events.append(ChunkFailed(name, chunk, attempt, status, error, tb, seconds, now))
+        return events
+
+    def _sample(self, link: AgentLink) -> None:
+        sample = link.metrics()
+        with self.cluster.lock:
+            self.metrics.update(sample)
+            if sample.get("cpu_percent") is not None:
+                self.cpu_history.append(sample["cpu_percent"])
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the agent's stream closed (agent or link gone)"
+    if isinstance(exc, TimeoutError):
+        return "no answer from the agent within the call timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Cluster:
+    """All node sessions, the current job, and the one lock over both."""
+
+    def __init__(self, nodes: Sequence[Node], launcher: Optional[Launcher] = None,
+                 ssh_launcher: Optional[Launcher] = None) -> None:
+        self.nodes = tuple(nodes)
+        self._local_launcher = launcher or launch_local
+        self._ssh_launcher = ssh_launcher
+        self.lock = threading.RLock()
+        self.sessions: Dict[str, NodeSession] = {}
+        self.wake: Dict[str, threading.Event] = {n.name: threading.Event() for n in self.nodes}
+        self.job: Optional[JobRun] = None
+        self._generation = 0
+        self._closed = threading.Event()
+        self._clock = threading.Thread(target=self._tick, name="cluster-clock", daemon=True)
+        self._clock.start()
+
+    def launcher(self, node: Node, session: NodeSession) -> AgentLink:
+        """Bring up one node's agent by its transport."""
+        if node.transport == "local":
+            return self._local_launcher(node, session)
+        if self._ssh_launcher is None:
+            from console.bootstrap import launch_ssh
+
+            self._ssh_launcher = launch_ssh
+        return self._ssh_launcher(node, session)
+
+    # -- ClusterControl ---------------------------------------------------------------
+
+    def bootstrap(self, nodes: Optional[Sequence[str]] = None) -> None:
+        """Start (or restart) the sessions of these nodes, all when None."""
+        for node in self.nodes:
+            if nodes is None or node.name in nodes:
+                self._start_session(node)
+
+    def reconnect(self, node: str) -> None:
+        """Drop the node's session and start a new one."""
+        self.bootstrap([node])
+
+    def drain(self, node: str) -> None:
+        """Let the node finish what it holds, then send it nothing more."""
+        if node not in self.wake:
+            raise UsageError(f"no node named {node!r}.")
+        session = self.sessions.get(node)
+        if session is not None:
+            with self.lock:
+                if session.state in ("ready", "busy"):
+                    session.state = "draining"
+        self.handle([NodeDraining(node, time.monotonic())])
+
+    def start_job(self, job: Any, resume: bool = False) -> JobRun:
+        """Start a job (a JobSpec, or the path of a job file) on the cluster."""
+        from console.jobspec import load_job
+
+        spec = job if isinstance(job, JobSpec) else load_job(Path(job))
+        custom = check_job_code(spec)
+        with self.lock:
+            if self.job is not None and self.job.status == "running":
+                raise UsageError(f"job {self.job.spec.name!r} is still running; cancel it first.")
+        path = journal_path(spec.output)
+        entries = read_journal(path, spec.fingerprint()) if resume else []
+        scheduler = Scheduler(len(spec.input), spec.chunk_size, spec.retries, PREFETCH,
+                              done_ranges=[(e.start, e.count) for e in entries])
+        settings = {"name": spec.name, "fn": spec.function, "mode": spec.mode, "combine": spec.combine,
+                    "paths": list(job_paths(spec)), "timeout": spec.timeout}
+        with self.lock:
+            self._generation += 1
+            run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings,
+                         time.monotonic(), self._generation, custom, resumed=len(entries))
+            for entry in entries:
+                run.values[entry.start] = entry.value
+            self.job = run
+            self._route(scheduler.handle(Tick(time.monotonic())))
+        for event in self.wake.values():
+            event.set()
+        return run
+
+    def cancel_job(self) -> None:
+        """Cancel the running job; its results file says "cancelled"."""
+        self.handle([JobCancelled(time.monotonic())])
+
+    def close(self) -> None:
+        """Stop every session and the clock; agents exit when their streams close."""
+        self._closed.set()
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.stop()
+            self.wake[session.node.name].set()
+        for session in sessions:
+            session.join(10)
+        with self.lock:
+            if self.job is not None:
+                self.job.journal.close()
+
+    # -- called by session threads -------------------------------------------------
+
+    def handle(self, events: Sequence[Event]) -> None:
+        """Feed events to the job's scheduler and carry out what it says."""
+        with self.lock:
+            job = self.job
+            if job is None or job.status != "running":
+                return
+            self._route(job.scheduler.handle(*events))
+
+    def node_lost(self, name: str, reason: str) -> None:
+        """A session's agent went away: its chunks go back to the queue."""
+        self.handle([NodeLost(name, reason, time.monotonic())])
+
+    def holding(self, name: str) -> int:
+        """Chunks the node holds in the current job."""
+        with self.lock:
+            job = self.job
+            if job is None or job.status != "running":
+                return 0
+            tally = job.scheduler.nodes.get(name)
+            return len(tally.held) if tally is not None else 0
+
+    def _route(self, instructions: List[Instruction]) -> None:
+        job = self.job
+        assert job is not None
+        for instruction in instructions:
+            if isinstance(instruction, Journal):
+                job.journal.write(instruction.chunk, instruction.start, instruction.count,
+                                  instruction.node, instruction.result)
+                job.values[instruction.start] = instruction.result
+            elif isinstance(instruction, (SendChunks, Cancel)):
+                session = self.sessions.get(instruction.node)
+                if session is not None:
+                    session.outbox.append(instruction)
+                    self.wake[instruction.node].set()
+            elif isinstance(instruction, JobEnded):
+                self._end_job(job, instruction.status)
+
+    def _end_job(self, job: JobRun, status: str, reason: str = "") -> None:
+        job.status = status
+        job.reason = reason
+        job.ended = time.monotonic()
+        job.journal.close()
+        job.done_event.set()
+
+    def _start_session(self, node: Node) -> None:
+        old = self.sessions.get(node.name)
+        if old is not None:
+            old.stop()
+            self.wake[node.name].set()
+            old.join(10)
+        session = NodeSession(self, node)
+        with self.lock:
+            self.sessions[node.name] = session
+        session.start()
+
+    def _tick(self) -> None:
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self.lock:
+                for session in self.sessions.values():
+                    tally = self.job.scheduler.nodes.get(session.node.name) if self.job else None
+                    session.rate.update(now, tally.items_done if tally else 0)
+                job = self.job
+                if job is None or job.status != "running":
+                    continue
+                job.rate.update(now, job.scheduler.items_done)
+                self._route(job.scheduler.handle(Tick(now)))
+                if self.sessions and all(s.state == "failed" for s in self.sessions.values()):
+                    self._end_job(job, "failed", "no node is usable")
+
+    # -- results ------------------------------------------------------------------------
+
+    def wait_job(self, timeout: Optional[float] = None) -> str:
+        """Block until the current job ends; its status."""
+        job = self.job
+        if job is None:
+            raise UsageError("no job was started.")
+        job.done_event.wait(timeout)
+        return job.status
+
+    def job_document(self) -> Dict[str, Any]:
+        """The results file's content for the current job."""
+        with self.lock:
+            job = self.job
+            assert job is not None
+            scheduler = job.scheduler
+            status = job.status
+            values = dict(job.values)
+            failures = [f for f in scheduler.failures if f.final]
+            elapsed = (job.ended or time.monotonic()) - job.started
+            nodes = {
+                name: {"chunks": t.chunks_done, "items": t.items_done, "busy_seconds": round(t.busy_seconds, 3)}
+                for name, t in scheduler.nodes.items()
+            }
+        document: Dict[str, Any] = {"job": job.spec.name, "status": status}
+        result: Any = None
+        if status in ("ok", "failed") and values:
+            try:
+                result = reduce_values(job.spec.reduce, values, job.custom_reduce)
+            except Exception as exc:  # the operator's reducer raised: a failed run, not our bug
+                document["status"] = "failed"
+                document["reduce_error"] = f"{job.spec.reduce} raised {type(exc).__name__}: {exc}"
+        document.update({
+            "result": result,
+            "chunks": {"total": scheduler.chunks_total, "done": scheduler.counts["done"] + job.resumed,
+                       "failed": scheduler.counts["failed"]},
+            "items": {"total": scheduler.total_items, "done": scheduler.items_done + scheduler.resumed_items},
+            "nodes": nodes,
+            "failures": [{"chunk": f.chunk, "node": f.node, "attempt": f.attempt, "error": f.error,
+                          "traceback": f.traceback} for f in failures],
+            "retried_attempts": sum(1 for f in scheduler.failures if not f.final),
+            "resumed_chunks": job.resumed,
+            "elapsed_s": round(elapsed, 3),
+        })
+        if job.reason:
+            document["reason"] = job.reason
+        return document
+
+    def write_results(self) -> Dict[str, Any]:
+        """Write the results file of the current job; the document written."""
+        document = self.job_document()
+        assert self.job is not None
+        write_results(self.job.spec.output, document)
+        return document
+
+    def require_nodes(self) -> None:
+        """Raise NoNodesError when every session failed (each error named)."""
+        with self.lock:
+            sessions = list(self.sessions.values())
+        if sessions and all(s.state == "failed" for s in sessions):
+            details = " ".join(s.error or f"{s.node.name}: failed." for s in sessions)
+            raise NoNodesError(f"no node of the inventory is usable. {details}")
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def snapshot(self) -> ClusterSnapshot:
+        """A new immutable picture of everything, taken under the lock."""
+        with self.lock:
+            job = self.job
+            scheduler = job.scheduler if job is not None else None
+            nodes = tuple(self._node_snapshot(node, scheduler) for node in self.nodes)
+            failures: Tuple[FailureRecord, ...] = ()
+            job_snap: Optional[JobSnapshot] = None
+            if job is not None and scheduler is not None:
+                failures = tuple(
+                    FailureRecord(f.chunk, f.node, f.error.splitlines()[0] if f.error else f.kind, f.traceback,
+                                  f.attempt, f.final, f.t) for f in scheduler.failures
+                )
+                job_snap = self._job_snapshot(job, scheduler)
+            return ClusterSnapshot(t=time.time(), nodes=nodes, job=job_snap, failures=failures)
+
+    def _job_snapshot(self, job: JobRun, scheduler: Scheduler) -> JobSnapshot:
+        elapsed = (job.ended or time.monotonic()) - job.started
+        done_items = scheduler.items_done + scheduler.resumed_items
+        rate = job.rate.rate() if job.status == "running" else (scheduler.items_done / elapsed if elapsed else 0.0)
+        left = scheduler.total_items - done_items
+        eta = left / rate if rate > 0 and job.status == "running" else (0.0 if left == 0 else None)
+        return JobSnapshot(
+            name=job.spec.name, status=job.status,  # type: ignore[arg-type]
+            items_total=scheduler.total_items, items_done=done_items,
+            chunks_total=None if scheduler.chunks_total is None else scheduler.chunks_total + job.resumed,
+            chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
+            chunks_done=scheduler.counts["done"] + job.resumed, chunks_failed=scheduler.counts["failed"],
+            elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(job.spec.output),
+        )
+
+    def _node_snapshot(self, node: Node, scheduler: Optional[Scheduler]) -> NodeSnapshot:
+        session = self.sessions.get(node.name)
+        tally = scheduler.nodes.get(node.name) if scheduler is not None else None
+        if session is None:
+            return NodeSnapshot(name=node.name, transport=node.transport, address=node.address,
+                                tags=node.tags, state="pending")
+        info, metrics = session.info, session.metrics
+        load = metrics.get("load")
+        state = session.state
+        if state in ("ready", "busy"):
+            state = "busy" if tally is not None and tally.held else "ready"
+        return NodeSnapshot(
+            name=node.name, transport=node.transport, address=node.address, tags=node.tags,
+            state=state, error=session.error,  # type: ignore[arg-type]
+            os=info.get("os"), arch=info.get("arch"), python=info.get("python"), cores=info.get("cores"),
+            workers=session.workers, workers_busy=metrics.get("busy", 0),
+            cpu_percent=metrics.get("cpu_percent"), cpu_per_core=metrics.get("cpu_per_core"),
+            cpu_history=tuple(session.cpu_history), mem_percent=_percent(metrics),
+            mem_used=metrics.get("mem_used"), mem_total=metrics.get("mem_total"),
+            load=tuple(load) if load else None, metrics_source=metrics.get("source"),  # type: ignore[arg-type]
+            in_flight=len(tally.held) if tally else 0,
+            chunks_done=tally.chunks_done if tally else 0, items_done=tally.items_done if tally else 0,
+            errors=tally.errors if tally else 0, items_per_s=session.rate.rate(),
+            busy_seconds=tally.busy_seconds if tally else 0.0,
+            recent_chunks=tuple(ChunkRecord(*r) for r in tally.recent) if tally else (),  # type: ignore[arg-type]
+            log=tuple(session.log_lines)[-50:],
+        )
+
+
+def _percent(metrics: Dict[str, Any]) -> Optional[float]:
+    used, total = metrics.get("mem_used"), metrics.get("mem_total")
+    if used is None or not total:
+        return None
+    return 100.0 * used / total

@@ -1,0 +1,75 @@
+"""The job's code: check it imports before any node is touched, and find it.
+
+`check_job_code` imports the job function (and a custom reducer) in the
+console with the same search path the nodes will use: the project's own
+`jobs` package plus the parent directory of each entry of [job] files. A
+missing module or function is a job-file error naming the file and key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple
+
+from console.agentlink import CODE_ROOT
+from console.errors import JobFileError
+from console.jobspec import JobSpec
+from console.tomlfile import locate
+
+__all__ = ["job_paths", "check_job_code", "resolve_ref"]
+
+
+def job_paths(spec: JobSpec) -> Tuple[str, ...]:
+    """Directories to put on sys.path on this machine so the job's modules import."""
+    paths: List[str] = []
+    for entry in spec.files:
+        parent = str(entry.parent)
+        if parent not in paths:
+            paths.append(parent)
+    return tuple(paths)
+
+
+def resolve_ref(ref: str, paths: Tuple[str, ...]) -> Callable[..., Any]:
+    """Import "module:function" with `paths` searched first."""
+    for path in reversed((str(CODE_ROOT),) + paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    module_name, _, attr = ref.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def check_job_code(spec: JobSpec) -> Optional[Callable[..., Any]]:
+    """Import the job function; return the custom reducer, if the job has one."""
+    key = "function" if spec.mode == "item" else "chunk_function"
+    _check(spec, spec.function, key)
+    if spec.reduce in ("sum", "merge", "list"):
+        return None
+    return _check(spec, spec.reduce, "reduce")
+
+
+def _check(spec: JobSpec, ref: str, key: str) -> Callable[..., Any]:
+    text = spec.path.read_text(encoding="utf-8")
+    where = f"{spec.path}:{locate(text, 'job', 0, key)}: [job] {key} {ref!r}"
+    module_name, _, attr = ref.partition(":")
+    try:
+        target = resolve_ref(ref, job_paths(spec))
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise JobFileError(f"{where}: no module named {exc.name!r}; add its .py file or package "
+                               "directory to [job] files.") from None
+        raise JobFileError(f"{where}: importing {module_name!r} failed: {exc}.") from None
+    except AttributeError:
+        raise JobFileError(f"{where}: module {module_name!r} has no {attr!r}.") from None
+    except Exception as exc:  # the job's own module failed at import: show where
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        raise JobFileError(f"{where}: importing {module_name!r} raised {type(exc).__name__}: {exc} "
+                           f"({last.filename}:{last.lineno}).") from None
+    if not callable(target):
+        raise JobFileError(f"{where}: {attr!r} is not a function.")
+    return target

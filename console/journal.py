@@ -1,0 +1,90 @@
+"""Append-only record of finished chunks, so a killed console resumes.
+
+One JSON object a line. The first line names the job's fingerprint (function,
+mode, chunk_size, reduce and input: what must not change for --resume to be
+safe); every further line is one chunk that counted:
+`{"chunk": 17, "start": 850, "count": 50, "node": "ws-1", "value": "<base64 pickle>"}`.
+A result is written and flushed before it counts, under the cluster lock. The
+file is flushed to the OS, not fsynced: it survives the console being killed,
+not the console's machine losing power.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import IO, List, NamedTuple, Optional
+
+from console.errors import UsageError
+
+__all__ = ["JournalEntry", "JournalWriter", "read_journal", "journal_path"]
+
+
+class JournalEntry(NamedTuple):
+    """One chunk whose result counted."""
+
+    chunk: int
+    start: int
+    count: int
+    node: str
+    value: bytes
+
+
+def journal_path(output: Path) -> Path:
+    """The journal that goes with a results file: results.json -> results.json.journal."""
+    return output.with_name(output.name + ".journal")
+
+
+def read_journal(path: Path, fingerprint: str) -> List[JournalEntry]:
+    """Entries of an earlier run of the same job; refuses a journal of another job."""
+    entries: List[JournalEntry] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return entries
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read for --resume ({exc.strerror or exc}).") from None
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # a line cut short when the console was killed mid-write
+            raise UsageError(f"{path}:{number}: not a journal line; remove the file to start afresh.") from None
+        if number == 1:
+            if record.get("job") != fingerprint:
+                raise UsageError(
+                    f"{path} was written for a different job (its function, input, chunk_size or reduce "
+                    "changed); run without --resume to start afresh, or restore the old job file."
+                )
+            continue
+        entries.append(JournalEntry(record["chunk"], record["start"], record["count"], record["node"],
+                                    base64.b64decode(record["value"])))
+    return entries
+
+
+class JournalWriter:
+    """Appends finished chunks; `resume=False` starts the file afresh."""
+
+    def __init__(self, path: Path, fingerprint: str, resume: bool) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not resume or not path.exists() or path.stat().st_size == 0
+        self._file: Optional[IO[str]] = open(path, "w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            self._file.write(json.dumps({"job": fingerprint, "journal": 1}) + "\n")
+            self._file.flush()
+
+    def write(self, chunk: int, start: int, count: int, node: str, value: bytes) -> None:
+        """Record one chunk's result and flush it to the OS."""
+        assert self._file is not None
+        self._file.write(json.dumps({"chunk": chunk, "start": start, "count": count, "node": node,
+                                     "value": base64.b64encode(value).decode()}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file (the journal stays for the record and for --resume)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None

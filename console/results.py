@@ -1,0 +1,43 @@
+"""Folding chunk values into the job's result, and writing the results file.
+
+Chunk values arrive already folded per chunk by the workers (a number for
+"sum", a dict for "merge", a list otherwise). "list" concatenates in item
+order; a custom "module:function" reducer gets the list of chunk values in
+item order and returns the result. The file is written whole to a temporary
+name and renamed, so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+__all__ = ["reduce_values", "write_results"]
+
+
+def reduce_values(reduce: str, values: Mapping[int, bytes],
+                  custom: Optional[Callable[[List[Any]], Any]] = None) -> Any:
+    """The job's result from `{first item index: pickled chunk value}`."""
+    ordered = [pickle.loads(values[start]) for start in sorted(values)]
+    if reduce == "sum":
+        return sum(ordered)
+    if reduce == "merge":
+        merged: Dict[Any, Any] = {}
+        for part in ordered:
+            merged.update(part)
+        return merged
+    if reduce == "list":
+        return [item for part in ordered for item in part]
+    assert custom is not None, "a custom reducer must be resolved before reducing"
+    return custom(ordered)
+
+
+def write_results(path: Path, document: Dict[str, Any]) -> None:
+    """Write the results JSON atomically (values JSON cannot hold become strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)

@@ -1,0 +1,543 @@
+"""The scheduler: which chunk goes to which node, and when a result counts.
+
+Pure logic: no I/O, no threads, no clock (time arrives on events). One entry
+point, `Scheduler.handle(*events) -> list[Instruction]`; nothing else mutates
+it. The cluster turns agent replies into events and carries out the
+instructions (send chunks, journal a result, cancel a losing copy).
+
+- Credit: a node holds at most `workers x prefetch` chunks; each result frees a
+  credit, so fast nodes get more work without tuning.
+- Exactly once: a result counts only from a node that holds the chunk, and only
+  the first time; later copies are dropped and logged.
+- Retries: a chunk that raises, dies or times out runs again, on a node where it
+  has not failed yet when there is one, until `retries` is used up.
+- Tail: once nothing is queued, idle credit re-runs chunks that have been out
+  longer than usual on another node; the first result wins.
+- chunk_size None ("auto"): chunks are cut as credit asks for them, sized from
+  the measured time per item to take about `target_chunk_s`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Iterable, List, Literal, Optional, Sequence, Set, Tuple, Union
+
+__all__ = [
+    "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
+    "Tick", "JobCancelled", "ChunkOrder", "SendChunks", "Journal", "Cancel", "JobEnded", "Event",
+    "Instruction", "Scheduler", "InvalidTransition", "Failure", "NodeTally",
+]
+
+ChunkStateName = Literal["queued", "sent", "done", "failed", "cancelled"]
+
+
+# -- events: what happened ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeJoined:
+    """A node's agent is up with this many workers."""
+
+    node: str
+    workers: int
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeLost:
+    """A node went away; what it held goes back to the queue."""
+
+    node: str
+    reason: str = ""
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeDraining:
+    """The operator asked a node to finish what it holds and take nothing more."""
+
+    node: str
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkFinished:
+    """A node returned a chunk's value."""
+
+    node: str
+    chunk: int
+    attempt: int
+    result: bytes = b""
+    seconds: float = 0.0
+    t: float = 0.0
+
+    @classmethod
+    def dummy(cls, chunk: int, node: str = "n1", attempt: int = 1, **kw: object) -> "ChunkFinished":
+        return cls(node=node, chunk=chunk, attempt=attempt, **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ChunkFailed:
+    """A chunk attempt raised ("error"), ran too long ("timeout") or lost its worker ("died")."""
+
+    node: str
+    chunk: int
+    attempt: int
+    kind: str = "error"
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    t: float = 0.0
+
+    @classmethod
+    def dummy(cls, chunk: int, node: str = "n1", attempt: int = 1, **kw: object) -> "ChunkFailed":
+        return cls(node=node, chunk=chunk, attempt=attempt, **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; lets the tail re-run slow chunks."""
+
+    t: float
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    """The operator cancelled the job."""
+
+    t: float = 0.0
+
+
+Event = Union[NodeJoined, NodeLost, NodeDraining, ChunkFinished, ChunkFailed, Tick, JobCancelled]
+
+
+# -- instructions: what to do ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChunkOrder:
+    """One chunk attempt to run: items start .. start+count-1."""
+
+    chunk: int
+    attempt: int
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SendChunks:
+    """Send these chunks to the node, in one call."""
+
+    node: str
+    chunks: Tuple[ChunkOrder, ...]
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Record this result as final, before it counts."""
+
+    chunk: int
+    start: int
+    count: int
+    node: str
+    result: bytes
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Tell the node to drop these chunks (the losing copies, or a cancelled job)."""
+
+    node: str
+    chunks: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """Every chunk is done or failed for good, or the job was cancelled."""
+
+    status: Literal["ok", "failed", "cancelled"]
+
+
+Instruction = Union[SendChunks, Journal, Cancel, JobEnded]
+
+
+# -- state -----------------------------------------------------------------------------
+
+class InvalidTransition(RuntimeError):
+    """A chunk was asked to move where the table does not allow: a scheduler bug."""
+
+
+@dataclass
+class Chunk:
+    """One slice of the job's items and where it stands."""
+
+    id: int
+    start: int
+    count: int
+    state: ChunkStateName = "queued"
+    failures: int = 0
+    """Failed attempts so far; the next attempt's number is failures + 1."""
+    holders: Dict[str, float] = field(default_factory=dict)
+    """Nodes running a copy now, with the time each copy was sent."""
+    failed_on: Set[str] = field(default_factory=set)
+    """Nodes where an attempt of this chunk failed."""
+
+    @property
+    def attempt(self) -> int:
+        return self.failures + 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed chunk attempt, kept for the failures panel and the output file."""
+
+    chunk: int
+    node: str
+    attempt: int
+    kind: str
+    error: str
+    traceback: str
+    final: bool
+    t: float
+
+
+@dataclass
+class NodeTally:
+    """One node's credit and what it has done."""
+
+    name: str
+    workers: int
+    capacity: int
+    held: Set[int] = field(default_factory=set)
+    alive: bool = True
+    draining: bool = False
+    chunks_done: int = 0
+    items_done: int = 0
+    busy_seconds: float = 0.0
+    errors: int = 0
+    recent: Deque[Tuple[int, int, float, str]] = field(default_factory=lambda: deque(maxlen=50))
+    """(chunk, items, seconds, outcome) of the node's last chunks."""
+
+    @property
+    def credit(self) -> int:
+        if not self.alive or self.draining:
+            return 0
+        return max(self.capacity - len(self.held), 0)
+
+
+_ALLOWED: Dict[Tuple[str, str], str] = {
+    ("queued", "sent"): "dispatched to a node",
+    ("sent", "sent"): "a copy added or removed while another copy runs",
+    ("sent", "done"): "first result counted",
+    ("sent", "queued"): "back to the queue after a failure or a lost node",
+    ("sent", "failed"): "failed for good",
+    ("queued", "cancelled"): "job cancelled",
+    ("sent", "cancelled"): "job cancelled",
+}
+"""Every legal move of a chunk; anything else raises InvalidTransition."""
+
+
+class Scheduler:
+    """Chunk queue, per-node credit, retries and exactly-once counting for one job."""
+
+    def __init__(self, total_items: int, chunk_size: Optional[int] = None, retries: int = 2,
+                 prefetch: int = 2, done_ranges: Iterable[Tuple[int, int]] = (),
+                 target_chunk_s: float = 0.5, max_log: int = 20000, max_failures: int = 1000) -> None:
+        self.total_items = total_items
+        self.chunk_size = chunk_size
+        self.retries = retries
+        self.prefetch = prefetch
+        self.target_chunk_s = target_chunk_s
+        self.chunks: Dict[int, Chunk] = {}
+        self.nodes: Dict[str, NodeTally] = {}
+        self.queue: Deque[int] = deque()
+        self.failures: Deque[Failure] = deque(maxlen=max_failures)
+        self.log: Deque[Tuple[int, str, str, str, str, float]] = deque(maxlen=max_log)
+        self.status: Literal["running", "ok", "failed", "cancelled"] = "running"
+        self.items_done = 0
+        self.counts: Dict[str, int] = {"queued": 0, "sent": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self.resumed_items = 0
+        self._done_ranges = sorted((s, s + c) for s, c in done_ranges)
+        for start, stop in self._done_ranges:
+            self.resumed_items += stop - start
+        self._cursor = 0
+        self._next_id = 0
+        self._created_all = False
+        self._per_item_s: Optional[float] = None
+        self._chunk_seconds: Deque[float] = deque(maxlen=200)
+        self._auto_size = 1
+        self._skip_done()
+
+    # -- the one entry point --------------------------------------------------------
+
+    def handle(self, *events: Event) -> List[Instruction]:
+        """Apply events in order; return what the cluster must do."""
+        out: List[Instruction] = []
+        now = 0.0
+        for event in events:
+            now = getattr(event, "t", now)
+            if self.status != "running" and not isinstance(event, (NodeJoined, NodeLost, NodeDraining)):
+                continue
+            getattr(self, "_on_" + type(event).__name__)(event, out)
+        if self.status == "running":
+            self._dispatch(now, out)
+            self._check_end(out)
+        return out
+
+    # -- event handlers ----------------------------------------------------------------
+
+    def _on_NodeJoined(self, ev: NodeJoined, out: List[Instruction]) -> None:
+        old = self.nodes.get(ev.node)
+        if old is not None and old.alive:
+            self._lose(old, ev.t, "rejoined")
+        tally = NodeTally(ev.node, ev.workers, ev.workers * self.prefetch)
+        if old is not None:
+            tally.chunks_done, tally.items_done = old.chunks_done, old.items_done
+            tally.busy_seconds, tally.errors = old.busy_seconds, old.errors
+        self.nodes[ev.node] = tally
+
+    def _on_NodeLost(self, ev: NodeLost, out: List[Instruction]) -> None:
+        tally = self.nodes.get(ev.node)
+        if tally is not None and tally.alive:
+            self._lose(tally, ev.t, ev.reason or "node lost")
+
+    def _on_NodeDraining(self, ev: NodeDraining, out: List[Instruction]) -> None:
+        tally = self.nodes.get(ev.node)
+        if tally is not None:
+            tally.draining = True
+
+    def _on_ChunkFinished(self, ev: ChunkFinished, out: List[Instruction]) -> None:
+        chunk = self.chunks.get(ev.chunk)
+        tally = self.nodes.get(ev.node)
+        if chunk is not None and chunk.state == "done":
+            self._record(ev.chunk, "dropped", ev.node, ev.t, "duplicate result")
+            return
+        if chunk is None or tally is None or chunk.holders.get(ev.node) is None or ev.chunk not in tally.held:
+            self._record(ev.chunk, "dropped", ev.node, ev.t, "result from a node that does not hold it")
+            return
+        del chunk.holders[ev.node]
+        tally.held.discard(chunk.id)
+        losers = tuple(chunk.holders)
+        for other in losers:
+            self.nodes[other].held.discard(chunk.id)
+            self.nodes[other].recent.append((chunk.id, chunk.count, 0.0, "duplicate"))
+            out.append(Cancel(other, (chunk.id,)))
+        chunk.holders.clear()
+        out.append(Journal(chunk.id, chunk.start, chunk.count, ev.node, ev.result))
+        self._transition(chunk, "done", "ChunkFinished", ev.node, ev.t)
+        self.items_done += chunk.count
+        tally.chunks_done += 1
+        tally.items_done += chunk.count
+        tally.busy_seconds += ev.seconds
+        tally.recent.append((chunk.id, chunk.count, ev.seconds, "done"))
+        self._chunk_seconds.append(ev.seconds)
+        if chunk.count:
+            per_item = ev.seconds / chunk.count
+            self._per_item_s = per_item if self._per_item_s is None else 0.8 * self._per_item_s + 0.2 * per_item
+
+    def _on_ChunkFailed(self, ev: ChunkFailed, out: List[Instruction]) -> None:
+        chunk = self.chunks.get(ev.chunk)
+        tally = self.nodes.get(ev.node)
+        if chunk is None or tally is None or chunk.state != "sent" or ev.node not in chunk.holders:
+            self._record(ev.chunk, "dropped", ev.node, ev.t, "failure from a node that does not hold it")
+            return
+        del chunk.holders[ev.node]
+        tally.held.discard(chunk.id)
+        tally.errors += 1
+        tally.recent.append((chunk.id, chunk.count, ev.seconds, "timeout" if ev.kind == "timeout" else "failed"))
+        chunk.failed_on.add(ev.node)
+        if chunk.holders:
+            self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, False, ev.t))
+            self._transition(chunk, "sent", "ChunkFailed", ev.node, ev.t)
+            return
+        chunk.failures += 1
+        final = chunk.failures > self.retries
+        self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, final, ev.t))
+        if final:
+            self._transition(chunk, "failed", "ChunkFailed", ev.node, ev.t)
+        else:
+            self._transition(chunk, "queued", "ChunkFailed", ev.node, ev.t)
+            self.queue.appendleft(chunk.id)
+
+    def _on_Tick(self, ev: Tick, out: List[Instruction]) -> None:
+        """Nothing to change; `handle` dispatches (and re-runs the tail) after every event."""
+
+    def _on_JobCancelled(self, ev: JobCancelled, out: List[Instruction]) -> None:
+        by_node: Dict[str, List[int]] = {}
+        for chunk in self.chunks.values():
+            if chunk.state in ("queued", "sent"):
+                for node in chunk.holders:
+                    by_node.setdefault(node, []).append(chunk.id)
+                    self.nodes[node].held.discard(chunk.id)
+                chunk.holders.clear()
+                self._transition(chunk, "cancelled", "JobCancelled", "", ev.t)
+        self.queue.clear()
+        self._created_all = True
+        out.extend(Cancel(node, tuple(ids)) for node, ids in by_node.items())
+        self.status = "cancelled"
+        out.append(JobEnded("cancelled"))
+
+    # -- internals ------------------------------------------------------------------
+
+    def _lose(self, tally: NodeTally, t: float, reason: str) -> None:
+        tally.alive = False
+        for chunk_id in sorted(tally.held, reverse=True):
+            chunk = self.chunks[chunk_id]
+            chunk.holders.pop(tally.name, None)
+            if chunk.state == "sent" and not chunk.holders:
+                self._transition(chunk, "queued", "NodeLost", tally.name, t)
+                self.queue.appendleft(chunk_id)
+            elif chunk.state == "sent":
+                self._transition(chunk, "sent", "NodeLost", tally.name, t)
+        tally.held.clear()
+
+    def _transition(self, chunk: Chunk, finish: ChunkStateName, event: str, node: str, t: float) -> None:
+        start = chunk.state
+        if (start, finish) not in _ALLOWED:
+            raise InvalidTransition(
+                f"chunk {chunk.id}: {start} -> {finish} on {event} from {node or 'console'} is not allowed; "
+                f"its story: {self.story(chunk.id)}"
+            )
+        self.log.append((chunk.id, start, finish, event, node, t))
+        self.counts[start] -= 1
+        self.counts[finish] += 1
+        chunk.state = finish
+
+    def _record(self, chunk: int, what: str, node: str, t: float, why: str) -> None:
+        self.log.append((chunk, what, what, why, node, t))
+
+    def _skip_done(self) -> None:
+        """Move the cursor past items already journalled by an earlier run."""
+        for start, stop in self._done_ranges:
+            if start <= self._cursor < stop:
+                self._cursor = stop
+        if self._cursor >= self.total_items:
+            self._created_all = True
+
+    def _next_size(self) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if self._per_item_s is None:
+            size = self._auto_size
+            self._auto_size = min(self._auto_size * 2, 64)
+            return size
+        size = int(self.target_chunk_s / max(self._per_item_s, 1e-7))
+        workers = sum(t.workers for t in self.nodes.values() if t.alive) or 1
+        remaining = self.total_items - self._cursor
+        return max(1, min(size, math.ceil(remaining / (2 * workers)), 1_000_000))
+
+    def _new_chunk(self) -> Optional[Chunk]:
+        if self._created_all:
+            return None
+        stop = min(self._cursor + self._next_size(), self.total_items)
+        for start, _ in self._done_ranges:
+            if self._cursor < start < stop:
+                stop = start
+        chunk = Chunk(self._next_id, self._cursor, stop - self._cursor)
+        self._next_id += 1
+        self.chunks[chunk.id] = chunk
+        self.counts["queued"] += 1
+        self._cursor = stop
+        self._skip_done()
+        return chunk
+
+    def _live_nodes(self) -> List[NodeTally]:
+        return [t for t in self.nodes.values() if t.alive and not t.draining]
+
+    def _dispatch(self, now: float, out: List[Instruction]) -> None:
+        live = self._live_nodes()
+        for tally in live:
+            orders: List[ChunkOrder] = []
+            credit = tally.credit
+            skipped: List[int] = []
+            while credit > 0:
+                chunk = self._take_for(tally, live, skipped)
+                if chunk is None:
+                    break
+                self._send(chunk, tally, now, orders)
+                credit -= 1
+            self.queue.extendleft(reversed(skipped))
+            if credit > 0 and not self.queue and self._created_all:
+                self._rerun_tail(tally, credit, now, orders)
+            if orders:
+                out.append(SendChunks(tally.name, tuple(orders)))
+
+    def _take_for(self, tally: NodeTally, live: Sequence[NodeTally], skipped: List[int]) -> Optional[Chunk]:
+        while self.queue:
+            chunk = self.chunks[self.queue.popleft()]
+            elsewhere = any(t.name not in chunk.failed_on for t in live if t is not tally)
+            if tally.name in chunk.failed_on and elsewhere:
+                skipped.append(chunk.id)
+                continue
+            return chunk
+        return self._new_chunk()
+
+    def _send(self, chunk: Chunk, tally: NodeTally, now: float, orders: List[ChunkOrder]) -> None:
+        chunk.holders[tally.name] = now
+        tally.held.add(chunk.id)
+        self._transition(chunk, "sent", "SendChunks", tally.name, now)
+        orders.append(ChunkOrder(chunk.id, chunk.attempt, chunk.start, chunk.count))
+
+    def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder]) -> None:
+        if not self._chunk_seconds:
+            return
+        usual = sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2]
+        slow = [
+            c for c in self.chunks.values()
+            if c.state == "sent" and len(c.holders) == 1 and tally.name not in c.holders
+            and tally.name not in c.failed_on and now - min(c.holders.values()) > max(2 * usual, 0.5)
+        ]
+        slow.sort(key=lambda c: min(c.holders.values()))
+        for chunk in slow[:credit]:
+            self._send(chunk, tally, now, orders)
+
+    def _check_end(self, out: List[Instruction]) -> None:
+        if self._created_all and self.counts["queued"] == 0 and self.counts["sent"] == 0:
+            self.status = "failed" if self.counts["failed"] else "ok"
+            out.append(JobEnded(self.status))
+
+    # -- reading ----------------------------------------------------------------------
+
+    @property
+    def chunks_total(self) -> Optional[int]:
+        """Chunks in the job once all are cut (always known for a fixed chunk_size)."""
+        if self._created_all:
+            return len(self.chunks)
+        if self.chunk_size is not None:
+            remaining = self.total_items - self._cursor - sum(
+                max(0, stop - max(start, self._cursor)) for start, stop in self._done_ranges
+            )
+            return len(self.chunks) + math.ceil(max(remaining, 0) / self.chunk_size)
+        return None
+
+    @property
+    def queued(self) -> int:
+        """Chunks waiting for a node (cut or not yet cut, when known)."""
+        total = self.chunks_total
+        if total is None:
+            return self.counts["queued"]
+        return total - len(self.chunks) + self.counts["queued"]
+
+    def story(self, chunk_id: int) -> List[Tuple[int, str, str, str, str, float]]:
+        """Every logged move of one chunk, oldest first."""
+        return [entry for entry in self.log if entry[0] == chunk_id]
+
+    def validate(self) -> None:
+        """Check the invariants; raise AssertionError naming the first one broken."""
+        by_state: Dict[str, int] = {s: 0 for s in self.counts}
+        for chunk in self.chunks.values():
+            by_state[chunk.state] += 1
+            if chunk.state == "sent":
+                assert chunk.holders, f"chunk {chunk.id} is sent but no node holds it"
+            else:
+                assert not chunk.holders, f"chunk {chunk.id} is {chunk.state} but held by {chunk.holders}"
+            for node in chunk.holders:
+                assert chunk.id in self.nodes[node].held, f"chunk {chunk.id} not in {node}'s held set"
+        assert by_state == self.counts, f"state counts {self.counts} != recount {by_state}"
+        assert sorted(self.queue) == sorted(c.id for c in self.chunks.values() if c.state == "queued"), \
+            "queue does not match the queued chunks"
+        for tally in self.nodes.values():
+            assert 0 <= len(tally.held) <= tally.capacity, f"{tally.name} holds {len(tally.held)} chunks"
+            assert tally.alive or not tally.held, f"lost node {tally.name} still holds chunks"
+        done_items = sum(c.count for c in self.chunks.values() if c.state == "done")
+        assert done_items == self.items_done, f"items_done {self.items_done} != {done_items}"

@@ -1,0 +1,238 @@
+"""The agent's process pool: run chunks, time them out, survive dying workers.
+
+`multiprocessing.Pool` hangs when a worker is SIGKILLed and
+`ProcessPoolExecutor` breaks as a whole, so this pool keeps one pipe per
+worker and watches each process's sentinel: a worker that dies fails only the
+chunk it held and is replaced; a chunk past its timeout has its worker killed.
+One manager thread owns the workers; callers only queue tasks and take outcomes.
+"""
+
+import multiprocessing
+import multiprocessing.connection
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, List, NamedTuple, Optional, Sequence
+
+from nodeagent.worker import worker_main
+
+__all__ = ["Task", "Outcome", "ChunkPool", "default_start_method"]
+
+
+class Task(NamedTuple):
+    """One chunk attempt to run."""
+
+    chunk: int
+    attempt: int
+    fn_ref: str
+    mode: str
+    combine: str
+    paths: tuple
+    items: bytes
+    timeout: float
+
+
+class Outcome(NamedTuple):
+    """What became of a task: status is "ok", "error", "timeout" or "died"."""
+
+    chunk: int
+    attempt: int
+    status: str
+    value: bytes
+    error: str
+    traceback: str
+    seconds: float
+
+
+def default_start_method() -> str:
+    """spawn everywhere: Windows has nothing else, fork would hand the workers the
+    agent's protocol fds and locks held by its threads, and forkserver listens on a
+    unix socket, while the agent must open none."""
+    return "spawn"
+
+
+class _Worker:
+    __slots__ = ("process", "inbox", "conn", "task", "started")
+
+    def __init__(self, process: Any, inbox: Any, conn: Any) -> None:
+        self.process = process
+        self.inbox = inbox
+        """Where the agent writes the worker's next chunk."""
+        self.conn = conn
+        """Where the worker's replies arrive."""
+        self.task: Optional[Task] = None
+        self.started = 0.0
+
+
+class ChunkPool:
+    """A fixed number of worker processes fed from one queue of tasks."""
+
+    def __init__(self, workers: int, start_method: Optional[str] = None) -> None:
+        self.size = workers
+        self._ctx = multiprocessing.get_context(start_method or default_start_method())
+        self._lock = threading.Lock()
+        self._done_cond = threading.Condition(self._lock)
+        self._pending: Deque[Task] = deque()
+        self._cancelled: set = set()
+        self._outcomes: List[Outcome] = []
+        self._closed = False
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._workers: List[_Worker] = [self._start_worker() for _ in range(workers)]
+        self.replaced = 0
+        self._thread = threading.Thread(target=self._manage, name="pool-manager", daemon=True)
+        self._thread.start()
+
+    # -- the callers' side ------------------------------------------------------
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        """Queue tasks; they start as workers free up."""
+        with self._lock:
+            self._pending.extend(tasks)
+        self._wake()
+
+    def cancel(self, chunks: Sequence[int]) -> None:
+        """Forget these chunks: drop them from the queue, kill workers running them."""
+        with self._lock:
+            self._cancelled.update(chunks)
+        self._wake()
+
+    def take(self, wait: float) -> List[Outcome]:
+        """Outcomes finished so far, waiting up to `wait` seconds for the first one."""
+        with self._done_cond:
+            if not self._outcomes and wait > 0:
+                self._done_cond.wait(wait)
+            outcomes, self._outcomes = self._outcomes, []
+            return outcomes
+
+    def busy(self) -> int:
+        """Workers running a chunk now."""
+        return sum(1 for w in self._workers if w.task is not None)
+
+    def queued(self) -> int:
+        """Tasks waiting for a worker."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Kill every worker and stop the manager thread."""
+        self._closed = True
+        self._wake()
+        self._thread.join(5)
+        for worker in self._workers:
+            self._stop_worker(worker)
+
+    # -- the manager thread -----------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass
+
+    def _start_worker(self) -> _Worker:
+        # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        reply_r, reply_w = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
+        process.start()
+        task_r.close()
+        reply_w.close()
+        return _Worker(process, task_w, reply_r)
+
+    @staticmethod
+    def _stop_worker(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(2)
+        worker.inbox.close()
+        worker.conn.close()
+
+    def _replace(self, worker: _Worker) -> None:
+        self._stop_worker(worker)
+        self._workers[self._workers.index(worker)] = self._start_worker()
+        self.replaced += 1
+
+    def _finish(self, worker: _Worker, status: str, value: bytes = b"", error: str = "",
+                tb: str = "", seconds: Optional[float] = None) -> None:
+        task = worker.task
+        worker.task = None
+        if task is None:
+            return
+        if seconds is None:
+            seconds = time.monotonic() - worker.started
+        with self._done_cond:
+            if task.chunk in self._cancelled:
+                return
+            self._outcomes.append(Outcome(task.chunk, task.attempt, status, value, error, tb, seconds))
+            self._done_cond.notify_all()
+
+    def _manage(self) -> None:
+        while not self._closed:
+            self._apply_cancels()
+            self._assign()
+            busy = [w for w in self._workers if w.task is not None]
+            now = time.monotonic()
+            timeout = min((w.started + w.task.timeout - now for w in busy), default=None)
+            waitables: List[Any] = [self._wake_r]
+            waitables += [w.conn for w in busy]
+            waitables += [w.process.sentinel for w in self._workers]
+            ready = multiprocessing.connection.wait(waitables, None if timeout is None else max(timeout, 0))
+            if self._wake_r in ready:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            self._collect(ready)
+            self._expire()
+
+    def _apply_cancels(self) -> None:
+        with self._lock:
+            if not self._cancelled:
+                return
+            self._pending = deque(t for t in self._pending if t.chunk not in self._cancelled)
+            running = {w.task.chunk for w in self._workers if w.task is not None}
+            victims = [w for w in self._workers if w.task is not None and w.task.chunk in self._cancelled]
+            self._cancelled &= running
+        for worker in victims:
+            worker.task = None
+            self._replace(worker)
+
+    def _assign(self) -> None:
+        for worker in self._workers:
+            if worker.task is not None:
+                continue
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending.popleft()
+            worker.task = task
+            worker.started = time.monotonic()
+            try:
+                worker.inbox.send((task.fn_ref, task.mode, task.combine, task.paths, task.items))
+            except (OSError, EOFError):
+                self._died(worker)
+
+    def _collect(self, ready: List[Any]) -> None:
+        for worker in list(self._workers):
+            if worker.task is not None and worker.conn in ready:
+                try:
+                    status, value, error, tb, seconds = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._died(worker)
+                    continue
+                self._finish(worker, status, value, error, tb, seconds)
+            elif worker.process.sentinel in ready and not worker.process.is_alive():
+                self._died(worker)
+
+    def _died(self, worker: _Worker) -> None:
+        worker.process.join(1)
+        code = worker.process.exitcode
+        how = "was killed by signal %d" % -code if code is not None and code < 0 else "exited with code %s" % code
+        self._finish(worker, "died", error="the worker process %s while running the chunk" % how)
+        self._replace(worker)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers):
+            task = worker.task
+            if task is not None and now - worker.started >= task.timeout:
+                self._finish(worker, "timeout", error="the chunk ran past its timeout of %g s" % task.timeout)
+                self._replace(worker)
+

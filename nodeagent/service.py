@@ -1,0 +1,125 @@
+"""The agent's RPyC service: a narrow RPC surface over plain bytes and ints.
+
+Every exposed method takes and returns bytes, str, numbers or tuples of them;
+structured payloads are pickled once, explicitly, so no list or dict ever
+crosses as a netref. One call carries a batch of chunks, one reply many
+outcomes. Called by the console's node session (console/cluster.py).
+"""
+
+import os
+import pickle
+import platform
+import socket
+import sys
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import rpyc
+
+from nodeagent import PROTOCOL_VERSION
+from nodeagent.metrics import Sampler
+from nodeagent.pool import ChunkPool, Task, default_start_method
+
+__all__ = ["AgentService", "describe_node"]
+
+
+def log(message: str) -> None:
+    """One line on the agent's stderr, which the console shows as the node's log."""
+    sys.stderr.write("%s agent[%d]: %s\n" % (time.strftime("%H:%M:%S"), os.getpid(), message))
+    sys.stderr.flush()
+
+
+def describe_node(sampler: Sampler) -> Dict[str, Any]:
+    """Who this node is: the handshake's answer."""
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "hostname": socket.gethostname(),
+        "os": sys.platform if sys.platform != "win32" else "windows",
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count() or 1,
+        "pid": os.getpid(),
+        "metrics": sampler.source,
+        "start_method": default_start_method(),
+    }
+
+
+class AgentService(rpyc.Service):
+    """What the console may call on the node (no classic mode, nothing else)."""
+
+    def __init__(self, force_fallback_metrics: bool = False) -> None:
+        self._sampler = Sampler(force_fallback=force_fallback_metrics)
+        self._sampler_lock = threading.Lock()
+        self._pool: Optional[ChunkPool] = None
+        self._job: Dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def on_disconnect(self, conn: Any) -> None:
+        self._close_pool()
+
+    def _close_pool(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def exposed_hello(self, console_protocol: int) -> bytes:
+        """Describe the node; the console refuses the agent when protocols differ."""
+        info = describe_node(self._sampler)
+        if console_protocol != PROTOCOL_VERSION:
+            log("console speaks protocol %s, this agent %s" % (console_protocol, PROTOCOL_VERSION))
+        return pickle.dumps(info)
+
+    def exposed_start_job(self, job: bytes) -> int:
+        """Take a job's settings and start a fresh pool for it; returns the pool size."""
+        settings = pickle.loads(job)
+        workers = settings.get("workers") or os.cpu_count() or 1
+        self._close_pool()
+        pool = ChunkPool(workers, settings.get("start_method"))
+        with self._lock:
+            self._job = settings
+            self._pool = pool
+        log("job %r: %d workers, function %s" % (settings.get("name"), workers, settings["fn"]))
+        return workers
+
+    def exposed_submit(self, batch: bytes) -> None:
+        """Queue a batch of `(chunk, attempt, items_bytes)` for the pool."""
+        pool, job = self._pool, self._job
+        if pool is None:
+            raise RuntimeError("submit before start_job")
+        paths = tuple(job.get("paths", ()))
+        pool.submit([
+            Task(chunk, attempt, job["fn"], job["mode"], job["combine"], paths, items, job["timeout"])
+            for chunk, attempt, items in pickle.loads(batch)
+        ])
+
+    def exposed_collect(self, wait: float) -> bytes:
+        """Outcomes finished since the last call (waiting up to `wait` s for one), pickled."""
+        pool = self._pool
+        if pool is None:
+            time.sleep(min(wait, 0.05))
+            return pickle.dumps(((), 0, 0))
+        outcomes = pool.take(wait)
+        for outcome in outcomes:
+            if outcome.status != "ok":
+                log("chunk %d attempt %d: %s" % (outcome.chunk, outcome.attempt, outcome.error))
+        return pickle.dumps((tuple(tuple(o) for o in outcomes), pool.busy(), pool.queued()))
+
+    def exposed_metrics(self) -> bytes:
+        """CPU per core, memory and load since the previous call, pickled."""
+        with self._sampler_lock:
+            sample = self._sampler.sample()
+        pool = self._pool
+        sample["busy"] = pool.busy() if pool is not None else 0
+        return pickle.dumps(sample)
+
+    def exposed_cancel(self, chunks: tuple) -> None:
+        """Drop these chunks, killing the workers that run them."""
+        pool = self._pool
+        if pool is not None:
+            pool.cancel(tuple(chunks))
+
+    def exposed_shutdown(self) -> None:
+        """Stop the pool; the process exits when the console closes the stream."""
+        self._close_pool()

@@ -1,0 +1,91 @@
+"""What runs inside one pool worker process: take a chunk, call the job, reply.
+
+A worker receives `(fn_ref, mode, combine, paths, items_bytes)` on its pipe
+(`paths` are put on sys.path first, where the job's code lives), unpickles
+the items, calls the job function once per item ("item" mode) or once for the
+whole chunk ("chunk" mode), folds per-item results when asked ("sum", "merge"),
+and sends back the pickled value or the error with its traceback. The agent
+itself never unpickles job data.
+"""
+
+import importlib
+import pickle
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List
+
+__all__ = ["resolve", "run_chunk", "worker_main"]
+
+_functions: Dict[str, Callable[..., Any]] = {}
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """Import "package.module:function" and return the function (cached per worker)."""
+    fn = _functions.get(ref)
+    if fn is None:
+        module_name, _, attr = ref.partition(":")
+        fn = importlib.import_module(module_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+        _functions[ref] = fn
+    return fn
+
+
+def _merge(results: List[Any]) -> Dict[Any, Any]:
+    merged: Dict[Any, Any] = {}
+    for part in results:
+        merged.update(part)
+    return merged
+
+
+def run_chunk(fn_ref: str, mode: str, combine: str, items: List[Any]) -> Any:
+    """Run one chunk's items through the job function; the chunk's value."""
+    fn = resolve(fn_ref)
+    if mode == "chunk":
+        return fn(items)
+    results = [fn(item) for item in items]
+    if combine == "sum":
+        return sum(results)
+    if combine == "merge":
+        return _merge(results)
+    return results
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when its parent goes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(inbox: Any, outbox: Any) -> None:
+    """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process."""
+    _die_with_parent()
+    while True:
+        try:
+            fn_ref, mode, combine, paths, items_bytes = inbox.recv()
+        except (EOFError, OSError):
+            return
+        for path in paths:
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        started = time.perf_counter()
+        try:
+            value = pickle.dumps(run_chunk(fn_ref, mode, combine, pickle.loads(items_bytes)))
+            reply = ("ok", value, "", "", time.perf_counter() - started)
+        except BaseException as exc:  # the job's failure is data to report, whatever it is
+            error = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+            reply = ("error", b"", error, traceback.format_exc(), time.perf_counter() - started)
+        try:
+            outbox.send(reply)
+        except (EOFError, OSError):
+            return
+

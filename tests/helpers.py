@@ -1,0 +1,43 @@
+"""Shared helpers for the end-to-end tests: write job files, run the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
+
+
+def write_job(directory: Path, name: str = "job", function: str = "faulty:square", items: Any = None,
+              range_: Optional[Sequence[int]] = None, chunk_size: Any = 5, retries: int = 2, timeout: float = 30,
+              reduce: str = "list", files: Sequence[str] = (str(FAULTY),), chunk_function: bool = False) -> Path:
+    """A job file in `directory` with an output path beside it."""
+    lines = ["[job]", f'name = "{name}"']
+    lines.append(f'{"chunk_function" if chunk_function else "function"} = "{function}"')
+    lines.append("files = [" + ", ".join(json.dumps(f) for f in files) + "]")
+    lines.append(f"chunk_size = {json.dumps(chunk_size)}")
+    lines += [f"retries = {retries}", f"timeout = {timeout}", f'reduce = "{reduce}"', "", "[input]"]
+    if range_ is not None:
+        lines.append(f"range = {json.dumps(list(range_))}")
+    else:
+        lines.append(f"items = {json.dumps(list(items))}")
+    lines += ["", "[output]", f'path = "{directory / (name + ".results.json")}"']
+    path = directory / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_console(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+                cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Run `console ...` as a user would, in a child process."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+
+
+def results(job_path: Path) -> Dict[str, Any]:
+    """The results document written for a job file made by `write_job`."""
+    return json.loads(job_path.with_suffix(".results.json").read_text())

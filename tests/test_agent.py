@@ -1,0 +1,111 @@
+"""The agent as a real process on pipes, and the cluster around it.
+
+No socket anywhere, nothing printed reaches the protocol, the agent exits with
+its stdin, and a SIGKILLed agent costs the job nothing but time.
+"""
+
+import os
+import pickle
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from console.agentlink import start_local_agent
+from console.cluster import Cluster
+from console.inventory import Node
+from console.jobspec import load_job
+from helpers import FAULTY, write_job
+from nodeagent import PROTOCOL_VERSION
+
+
+@pytest.fixture
+def link():
+    lines = []
+    agent = start_local_agent(sys.executable, lines.append)
+    agent.log_lines = lines
+    yield agent
+    agent.close()
+
+
+def family(pid):
+    proc = psutil.Process(pid)
+    return [proc] + proc.children(recursive=True)
+
+
+def test_hello_describes_the_node(link):
+    info = link.hello()
+    assert info["protocol"] == PROTOCOL_VERSION
+    assert info["cores"] == os.cpu_count() and info["os"] == "linux"
+    assert info["metrics"] == "psutil" and info["start_method"] == "spawn"
+
+
+def test_agent_and_its_workers_open_no_socket(link):
+    info = link.hello()
+    assert link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
+                           "paths": [str(FAULTY.parent)], "timeout": 30, "workers": 2}) == 2
+    link.submit([(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
+    time.sleep(0.5)
+    processes = family(info["pid"])
+    assert len(processes) >= 3, "agent plus two workers"
+    for proc in processes:
+        assert proc.net_connections(kind="all") == [], f"{proc.cmdline()} holds a socket"
+
+
+def test_metrics_answer_while_a_batch_runs(link):
+    """A metrics call is answered while the pool is busy (the agent serves on several threads)."""
+    link.hello()
+    link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
+                    "paths": [str(FAULTY.parent)], "timeout": 30, "workers": 2})
+    link.submit([(i, 1, pickle.dumps(list(range(20)))) for i in range(4)])
+    started = time.monotonic()
+    sample = link.metrics()
+    assert time.monotonic() - started < 5
+    assert len(sample["cpu_per_core"]) == os.cpu_count()
+    assert sample["mem_total"] > sample["mem_used"] > 0
+
+
+def test_agent_exits_when_its_stdin_closes(link):
+    pid = link.hello()["pid"]
+    processes = family(pid)
+    link.close()
+    gone, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive
+
+
+def test_fallback_metrics_without_psutil(monkeypatch):
+    monkeypatch.setenv("NODEAGENT_NO_PSUTIL", "1")
+    agent = start_local_agent(sys.executable, lambda line: None)
+    try:
+        assert agent.hello()["metrics"] == "fallback"
+        time.sleep(0.2)
+        sample = agent.metrics()
+        assert sample["source"] == "fallback" and len(sample["cpu_per_core"]) == os.cpu_count()
+        assert sample["mem_total"] > 0
+    finally:
+        agent.close()
+
+
+def test_sigkilled_agent_mid_job_costs_nothing_but_time(tmp_path):
+    """The local agent is SIGKILLed mid-job: the session reconnects, lost chunks rerun, each counts once."""
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(120), chunk_size=3)
+    cluster = Cluster([Node("local", transport="local")])
+    try:
+        run = cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        deadline = time.monotonic() + 30
+        while run.scheduler.counts["done"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = cluster.sessions["local"].info["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert cluster.wait_job(60) == "ok"
+        document = cluster.write_results()
+    finally:
+        cluster.close()
+    assert document["result"] == [x * x for x in range(120)]
+    assert document["chunks"] == {"total": 40, "done": 40, "failed": 0}
+    assert document["nodes"]["local"]["chunks"] == 40
+    assert cluster.sessions["local"].info["pid"] != pid
+    assert any("NodeLost" == entry[3] for entry in run.scheduler.log)

@@ -1,0 +1,99 @@
+"""The agent's process pool with real worker processes, under forkserver and spawn.
+
+Workers are killed, hang, exit and raise; each test asserts the exact outcome
+of every chunk. Loops that wait are bounded in time.
+"""
+
+import os
+import pickle
+import signal
+import time
+
+import pytest
+
+from helpers import FAULTY
+from nodeagent.pool import ChunkPool, Task
+
+PATHS = (str(FAULTY.parent),)
+
+
+def task(chunk, fn="faulty:square", items=(1, 2, 3), timeout=30.0, mode="item", combine="list"):
+    return Task(chunk, 1, fn, mode, combine, PATHS, pickle.dumps(list(items)), timeout)
+
+
+def drain(pool, count, limit=30.0):
+    """Outcomes until `count` arrived or `limit` seconds passed."""
+    got = []
+    deadline = time.monotonic() + limit
+    while len(got) < count and time.monotonic() < deadline:
+        got += pool.take(0.2)
+    return {o.chunk: o for o in got}
+
+
+@pytest.fixture(params=["forkserver", "spawn"])
+def pool(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
+    p = ChunkPool(2, request.param)
+    yield p
+    p.close()
+
+
+def test_chunks_run_and_fold(pool):
+    pool.submit([task(0), task(1, combine="sum"), task(2, fn="faulty:chunk_squares", mode="chunk")])
+    out = drain(pool, 3)
+    assert pickle.loads(out[0].value) == [1, 4, 9]
+    assert pickle.loads(out[1].value) == 14
+    assert pickle.loads(out[2].value) == [1, 4, 9]
+    assert all(o.status == "ok" for o in out.values())
+
+
+def test_raise_is_reported_with_traceback(pool):
+    pool.submit([task(0, fn="faulty:boom_on_13", items=(12, 13))])
+    [outcome] = drain(pool, 1).values()
+    assert outcome.status == "error"
+    assert outcome.error == "ZeroDivisionError: division by zero"
+    assert "boom_on_13" in outcome.traceback
+
+
+def test_sigkilled_worker_fails_only_its_chunk_and_is_replaced(pool):
+    """One worker is SIGKILLed mid-chunk: that chunk is "died", the other finishes, the pool goes on."""
+    pool.submit([task(0, fn="faulty:slow_square", items=range(40)), task(1, fn="faulty:slow_square", items=range(4))])
+    deadline = time.monotonic() + 10
+    while pool.busy() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    victim = next(w for w in pool._workers if w.task is not None and w.task.chunk == 0)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    out = drain(pool, 2)
+    assert out[0].status == "died" and "killed by signal 9" in out[0].error
+    assert out[1].status == "ok" and pickle.loads(out[1].value) == [0, 1, 4, 9]
+    pool.submit([task(2)])
+    assert drain(pool, 1)[2].status == "ok"
+    assert pool.replaced == 1
+
+
+def test_os_exit_in_a_chunk(pool):
+    """os._exit(3) in the job: the chunk is reported "died" with the exit code; its retry runs."""
+    pool.submit([task(0, fn="faulty:exit_once_on_5", items=(5,))])
+    [outcome] = drain(pool, 1).values()
+    assert outcome.status == "died" and "exited with code 3" in outcome.error
+    pool.submit([task(1, fn="faulty:exit_once_on_5", items=(5,))])
+    assert pickle.loads(drain(pool, 1)[1].value) == [25]
+
+
+def test_hung_chunk_times_out_and_its_worker_is_replaced(pool):
+    pool.submit([task(0, fn="faulty:hang_once_on_7", items=(7,), timeout=1.0), task(1)])
+    out = drain(pool, 2)
+    assert out[0].status == "timeout" and "timeout of 1 s" in out[0].error
+    assert out[1].status == "ok"
+    pool.submit([task(2, fn="faulty:hang_once_on_7", items=(7,), timeout=5.0)])
+    assert pickle.loads(drain(pool, 1)[2].value) == [49]
+
+
+def test_cancel_drops_queued_and_running_chunks(pool):
+    pool.submit([task(i, fn="faulty:slow_square", items=range(20)) for i in range(4)] + [task(9)])
+    time.sleep(0.3)
+    pool.cancel([0, 1, 2, 3])
+    out = drain(pool, 1, limit=10)
+    assert set(out) == {9}
+    assert pool.take(0.5) == []

@@ -1,0 +1,176 @@
+"""End to end on the embedded default inventory: `console run` with a real agent and pool.
+
+Every test runs the real CLI in a child process, the way a user does, and
+checks the exact numbers in the results file.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import FAULTY, ROOT, results, run_console, write_job
+from jobs.factorize import factors
+
+
+def is_prime(n):
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+def test_factorize_example_prints_summary_and_exact_results(tmp_path):
+    """The README's first command: every number of the example factorised right."""
+    out = tmp_path / "factorize.json"
+    proc = run_console("run", "jobs/examples/factorize.toml", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "factorize: ok" in proc.stdout
+    assert "local" in proc.stdout
+    doc = json.loads(out.read_text())
+    numbers = range(999999999999, 1000000001999, 2)
+    assert doc["status"] == "ok"
+    assert doc["chunks"] == {"total": 20, "done": 20, "failed": 0}
+    assert sorted(int(k) for k in doc["result"]) == list(numbers)
+    for n in numbers[:40]:
+        assert doc["result"][str(n)] == factors(n)
+    for n, found in doc["result"].items():
+        product = 1
+        for f in found:
+            product *= f
+        assert product == int(n)
+    assert all(is_prime(f) for found in list(doc["result"].values())[:100] for f in found)
+    assert doc["nodes"]["local"]["items"] == 1000
+    assert doc["failures"] == []
+
+
+def test_user_module_with_chunk_function_matches_direct_call(tmp_path):
+    """A user's own module shipped through `files`, called once per chunk."""
+    module = tmp_path / "mycode.py"
+    module.write_text("def weigh(items):\n    return [len(str(x)) * x for x in items]\n")
+    job = write_job(tmp_path, function="mycode:weigh", files=["mycode.py"], items=range(1, 301),
+                    chunk_size=7, chunk_function=True)
+    proc = run_console("run", str(job))
+    assert proc.returncode == 0, proc.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import mycode
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert results(job)["result"] == mycode.weigh(list(range(1, 301)))
+
+
+def test_chunk_that_raises_is_retried_then_reported(tmp_path):
+    """Item 13 always raises: its chunk fails 3 times, every other chunk's result is kept, exit 1."""
+    job = write_job(tmp_path, function="faulty:boom_on_13", items=range(30), chunk_size=5, retries=2)
+    proc = run_console("run", str(job))
+    assert proc.returncode == 1, proc.stderr
+    doc = results(job)
+    assert doc["status"] == "failed"
+    assert doc["chunks"] == {"total": 6, "done": 5, "failed": 1}
+    assert doc["result"] == [x * x for x in range(30) if not 10 <= x < 15]
+    [failure] = doc["failures"]
+    assert failure["chunk"] == 2 and failure["node"] == "local" and failure["attempt"] == 3
+    assert failure["error"] == "ZeroDivisionError: division by zero"
+    assert "faulty.py" in failure["traceback"] and "boom_on_13" in failure["traceback"]
+    assert doc["retried_attempts"] == 2
+    assert "chunk 2 failed for good on local (attempt 3): ZeroDivisionError" in proc.stdout
+
+
+def test_hung_chunk_is_killed_at_timeout_and_retried(tmp_path):
+    """Item 7 hangs on its first attempt: the worker is killed after 2 s and the retry succeeds."""
+    job = write_job(tmp_path, function="faulty:hang_once_on_7", items=range(20), chunk_size=4, timeout=2)
+    proc = run_console("run", str(job), env={"FAULT_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    doc = results(job)
+    assert doc["result"] == [x * x for x in range(20)]
+    assert doc["retried_attempts"] == 1 and doc["failures"] == []
+
+
+def test_worker_that_exits_fails_only_its_chunk(tmp_path):
+    """Item 5 calls os._exit on its first attempt: only that chunk is retried, the result is exact."""
+    job = write_job(tmp_path, function="faulty:exit_once_on_5", items=range(40), chunk_size=5)
+    proc = run_console("run", str(job), env={"FAULT_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    doc = results(job)
+    assert doc["result"] == [x * x for x in range(40)]
+    assert doc["retried_attempts"] == 1
+    assert doc["chunks"] == {"total": 8, "done": 8, "failed": 0}
+
+
+def test_job_that_prints_does_not_corrupt_the_stream(tmp_path):
+    """print() and raw writes to fd 1 in the job land in the agent's log, not the protocol."""
+    job = write_job(tmp_path, function="faulty:noisy", items=range(50), chunk_size=5)
+    proc = run_console("run", str(job))
+    assert proc.returncode == 0, proc.stderr
+    assert results(job)["result"] == [x * x for x in range(50)]
+
+
+def test_many_trivial_items_are_batched(tmp_path):
+    """20,000 trivial items in chunks of 100: 200 chunks, all counted once, summed exactly."""
+    job = write_job(tmp_path, function="faulty:square", range_=[0, 20000], chunk_size=100, reduce="sum")
+    proc = run_console("run", str(job))
+    assert proc.returncode == 0, proc.stderr
+    doc = results(job)
+    assert doc["result"] == sum(x * x for x in range(20000))
+    assert doc["chunks"] == {"total": 200, "done": 200, "failed": 0}
+
+
+def test_auto_chunk_size_gives_the_same_answer(tmp_path):
+    """chunk_size = "auto" cuts chunks from measured times; the sum is still exact."""
+    job = write_job(tmp_path, function="faulty:square", range_=[0, 5000], chunk_size="auto", reduce="sum")
+    proc = run_console("run", str(job), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["result"] == sum(x * x for x in range(5000))
+    assert doc["items"] == {"total": 5000, "done": 5000}
+
+
+def agents_of(pid):
+    """Agent processes started by the console with this pid (they outlive it only by a bug)."""
+    return [p for p in psutil.process_iter(["cmdline", "ppid"])
+            if p.info["cmdline"] and "nodeagent" in " ".join(p.info["cmdline"]) and p.info["ppid"] == pid]
+
+
+def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):
+    """SIGKILL the console mid-job: its agent exits, and --resume finishes with each chunk counted once."""
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(200), chunk_size=5)
+    journal = job.with_suffix(".results.json.journal")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job)], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    agents = agents_of(console.pid)
+    assert agents, "the console started no agent"
+    console.send_signal(signal.SIGKILL)
+    console.wait(10)
+    gone, alive = psutil.wait_procs(agents, timeout=10)
+    assert not alive, f"agents left behind: {alive}"
+    done_before = len(journal.read_text().splitlines()) - 1
+    assert 5 <= done_before < 40
+
+    proc = run_console("run", str(job), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    doc = results(job)
+    assert doc["result"] == [x * x for x in range(200)]
+    assert doc["resumed_chunks"] == done_before
+    assert doc["chunks"]["done"] == 40
+    assert doc["nodes"]["local"]["chunks"] == 40 - done_before
+
+
+def test_resume_refuses_a_journal_of_another_job(tmp_path):
+    """Changing the input between runs makes --resume unsafe: one sentence, exit 2."""
+    job = write_job(tmp_path, items=range(10))
+    assert run_console("run", str(job)).returncode == 0
+    write_job(tmp_path, items=range(11))
+    proc = run_console("run", str(job), "--resume")
+    assert proc.returncode == 2
+    assert "was written for a different job" in proc.stderr
+    assert "Traceback" not in proc.stderr
