@@ -52,10 +52,15 @@ class AgentLink:
         )
         self._close_transport = close_transport
         self._root = self._conn.root
+        self.info: Dict[str, Any] = {}
+        """The agent's answer to hello, once it came."""
+        self.facts: Dict[str, Any] = {"bundle": "local"}
+        """What the launcher learnt: shell, python, bundle "uploaded"/"cached"/"local"."""
 
     def hello(self) -> Dict[str, Any]:
         """The node's description; raises NodeError when its protocol differs."""
         info = pickle.loads(self._root.hello(nodeagent.PROTOCOL_VERSION))
+        self.info = info
         if info.get("protocol") != nodeagent.PROTOCOL_VERSION:
             raise NodeError(
                 f"the agent speaks protocol {info.get('protocol')} and this console {nodeagent.PROTOCOL_VERSION}; "

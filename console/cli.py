@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from console.errors import ConsoleError
@@ -38,6 +40,8 @@ examples:
   console run jobs/examples/factorize.toml
   console run jobs/examples/primes.toml --output primes.json --json
   console run jobs/examples/factorize.toml --resume
+  console bootstrap --inventory lab.toml
+  console trust pi-3
 """
 
 RUN_HELP = """\
@@ -76,6 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="skip chunks already in OUTPUT.journal from an earlier run of the same job")
 
+    boot = sub.add_parser(
+        "bootstrap", help="prepare the inventory's nodes (connect, probe, deploy, start, stop)",
+        description="Connect to every node (or the named ones) in parallel, find its OS, architecture and "
+                    "Python, upload the agent bundle when the node lacks it, start the agent, check its "
+                    "protocol version, and stop it. Prints one row per node; a node that fails shows why.",
+        epilog="example: console bootstrap --inventory lab.toml pi-3 ws-1\nsee also: console status, console trust")
+    inventory_option(boot)
+    boot.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
+
+    status = sub.add_parser(
+        "status", help="probe the inventory's nodes without starting anything",
+        description="Connect to every node in parallel and show OS, architecture, Python, cores and "
+                    "whether the current agent bundle is already there.",
+        epilog="example: console status\nsee also: console bootstrap")
+    inventory_option(status)
+    status.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
+
+    trust = sub.add_parser(
+        "trust", help="pin a node's SSH host key into the inventory's known_hosts",
+        description="Fetch the host key the node presents, show its fingerprint and, once you confirm, "
+                    "append it to the node's known_hosts file (the inventory's known_hosts, else "
+                    "~/.ssh/known_hosts). Compare the fingerprint with the node's own "
+                    "'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you say yes. "
+                    "A key that differs from one already pinned is never replaced.",
+        epilog="example: console trust pi-3\nsee also: console bootstrap")
+    inventory_option(trust)
+    trust.add_argument("node", metavar="NODE", help="node name")
+    trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")
+
     ui = sub.add_parser("ui", help="open the dashboard (the default)")
     ui.add_argument("job", type=Path, nargs="?", metavar="JOB", help="job file to offer first")
     inventory_option(ui)
@@ -87,9 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        return cmd_ui(args)
+        commands = {"run": cmd_run, "bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust}
+        return commands.get(args.command, cmd_ui)(args)
     except ConsoleError as exc:
         if args.debug:
             raise
@@ -131,6 +163,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     if document.get("reason") == "no node is usable":
         return EXIT_NO_NODES
     return EXIT_OK if document["status"] == "ok" else EXIT_FAILED
+
+
+def _report_table(reports: list, title: str) -> Table:
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("node", "address", "OS/arch", "python", "cores", "bundle", "metrics", "time", "result"):
+        table.add_column(column, justify="right" if column in ("cores", "time") else "left", no_wrap=True)
+    for r in reports:
+        os_arch = f"{r.os}/{r.arch}" if r.os else "n/a"
+        result = Text("failed", style="bold red") if r.error else Text("ok", style="green")
+        table.add_row(r.node, r.address, os_arch, r.python or "n/a", str(r.cores or "n/a"), r.bundle or "n/a",
+                      r.metrics or "n/a", f"{r.seconds:.1f}s", result)
+    return table
+
+
+def _print_reports(reports: list, title: str) -> int:
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)
+    out.print(_report_table(reports, title))
+    for report in reports:
+        if report.error:
+            out.print(Text(report.error, style="red"), soft_wrap=True)
+    failed = sum(1 for r in reports if r.error)
+    if failed == len(reports):
+        return EXIT_NO_NODES
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """`console bootstrap [NODE...]`: bring every node's agent up once, in parallel."""
+    from console.bringup import bootstrap_nodes
+
+    inventory = load_inventory(args.inventory or default_inventory())
+    return _print_reports(bootstrap_nodes(inventory.select(args.nodes)), f"bootstrap: {inventory.path}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`console status [NODE...]`: probe every node, start nothing."""
+    from console.bringup import status_nodes
+
+    inventory = load_inventory(args.inventory or default_inventory())
+    return _print_reports(status_nodes(inventory.select(args.nodes)), f"status: {inventory.path}")
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    """`console trust NODE`: show the node's host key and pin it on confirmation."""
+    from console.errors import HostKeyError, UsageError
+    from console.ssh import fetch_host_key, fingerprint, known_hosts_path, pin_host_key
+
+    inventory = load_inventory(args.inventory or default_inventory())
+    [node] = inventory.select([args.node])
+    if node.transport == "local":
+        raise UsageError(f"{node.name} is the local node; it has no host key to trust.")
+    target, key = fetch_host_key(node)
+    known_hosts = known_hosts_path(node)
+    out = Console()
+    out.print(f"{node.name} ({target.hostname}:{target.port}) presents {key.get_name()} {fingerprint(key)}",
+              markup=False, highlight=False, soft_wrap=True)
+    import paramiko
+
+    pinned = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
+    existing = (pinned.lookup(target.host_key_name) or {}).get(key.get_name())
+    if existing is not None and existing == key:
+        out.print(f"already trusted in {known_hosts}.", markup=False, highlight=False)
+        return EXIT_OK
+    if existing is not None:
+        raise HostKeyError(
+            f"{node.name}: {known_hosts} pins a different {key.get_name()} key ({fingerprint(existing)}); "
+            f"if the node was reinstalled, run 'ssh-keygen -R {target.host_key_name} -f {known_hosts}' first."
+        )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"not a terminal, so nobody can confirm; check the fingerprint above and "
+                             f"run 'console trust {node.name} --yes'.")
+        answer = input(f"Trust this key and pin it in {known_hosts}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.print("not trusted; nothing written.")
+            return EXIT_USAGE
+    pin_host_key(known_hosts, target, key)
+    out.print(f"pinned in {known_hosts}.", markup=False, highlight=False)
+    return EXIT_OK
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

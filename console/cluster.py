@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from console.agentlink import AgentLink, start_local_agent
 from console.errors import ConsoleError, NoNodesError, UsageError
 from console.inventory import Node
-from console.jobcode import check_job_code, job_paths
+from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
 from console.jobspec import JobSpec
 from console.rates import RateMeter
@@ -280,7 +280,7 @@ class Cluster:
         scheduler = Scheduler(len(spec.input), spec.chunk_size, spec.retries, PREFETCH,
                               done_ranges=[(e.start, e.count) for e in entries])
         settings = {"name": spec.name, "fn": spec.function, "mode": spec.mode, "combine": spec.combine,
-                    "paths": list(job_paths(spec)), "timeout": spec.timeout}
+                    "files": job_files(spec), "timeout": spec.timeout}
         with self.lock:
             self._generation += 1
             run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings,

@@ -102,6 +102,9 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
     for node in snapshot.nodes:
         if node.state == "failed" and node.error:
             lines.append(Text(node.error, style="red"))
+        elif node.state in ("connecting", "bootstrapping"):
+            lines.append(Text(f"{node.name} ({node.address or 'local'}): was still {node.state} when the job "
+                              "ended and took no part.", style="yellow"))
     if document.get("reason"):
         lines.append(Text(f"stopped: {document['reason']}", style="red"))
     if document.get("reduce_error"):
@@ -122,8 +125,11 @@ class PlainReporter:
     def report(self, snapshot: ClusterSnapshot, now: float) -> None:
         """Write what changed since the last report."""
         for node in snapshot.nodes:
-            if self._states.get(node.name) != node.state:
+            before = self._states.get(node.name)
+            if before != node.state:
                 self._states[node.name] = node.state
+                if node.state == "ready" and before in ("busy", "draining"):
+                    continue
                 if node.state in ("ready", "lost", "failed", "draining"):
                     detail = f": {node.error}" if node.error and node.state in ("lost", "failed") else ""
                     self.write(f"node {node.name} is {node.state}{detail}")

@@ -12,14 +12,14 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from console.agentlink import CODE_ROOT
 from console.errors import JobFileError
 from console.jobspec import JobSpec
 from console.tomlfile import locate
 
-__all__ = ["job_paths", "check_job_code", "resolve_ref"]
+__all__ = ["job_paths", "job_files", "check_job_code", "resolve_ref"]
 
 
 def job_paths(spec: JobSpec) -> Tuple[str, ...]:
@@ -30,6 +30,19 @@ def job_paths(spec: JobSpec) -> Tuple[str, ...]:
         if parent not in paths:
             paths.append(parent)
     return tuple(paths)
+
+
+def job_files(spec: JobSpec) -> Dict[str, bytes]:
+    """The job's [job] files as {relative path: content}, shipped to every node's agent."""
+    files: Dict[str, bytes] = {}
+    for entry in spec.files:
+        if entry.is_file():
+            files[entry.name] = entry.read_bytes()
+            continue
+        for path in sorted(entry.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files[path.relative_to(entry.parent).as_posix()] = path.read_bytes()
+    return files
 
 
 def resolve_ref(ref: str, paths: Tuple[str, ...]) -> Callable[..., Any]:

@@ -6,8 +6,10 @@ crosses as a netref. One call carries a batch of chunks, one reply many
 outcomes. Called by the console's node session (console/cluster.py).
 """
 
+import hashlib
 import os
 import pickle
+import shutil
 import platform
 import socket
 import sys
@@ -28,6 +30,39 @@ def log(message: str) -> None:
     """One line on the agent's stderr, which the console shows as the node's log."""
     sys.stderr.write("%s agent[%d]: %s\n" % (time.strftime("%H:%M:%S"), os.getpid(), message))
     sys.stderr.flush()
+
+
+def cache_dir() -> str:
+    """This user's cache directory for the cluster console on this node."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "cluster-console")
+
+
+def store_job_files(files: Dict[str, bytes]) -> str:
+    """Write the job's files under their content hash (once); the directory to import them from."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    target = os.path.join(cache_dir(), "jobs", digest.hexdigest()[:16])
+    if os.path.isdir(target):
+        return target
+    staging = "%s.%d.part" % (target, os.getpid())
+    for name, data in files.items():
+        path = os.path.join(staging, *name.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    os.makedirs(staging, exist_ok=True)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.isdir(target):
+            raise
+    return target
 
 
 def describe_node(sampler: Sampler) -> Dict[str, Any]:
@@ -72,8 +107,9 @@ class AgentService(rpyc.Service):
         return pickle.dumps(info)
 
     def exposed_start_job(self, job: bytes) -> int:
-        """Take a job's settings and start a fresh pool for it; returns the pool size."""
+        """Take a job's settings and files, start a fresh pool for it; returns the pool size."""
         settings = pickle.loads(job)
+        settings["paths"] = [store_job_files(settings.pop("files", {}))] + list(settings.get("paths", ()))
         workers = settings.get("workers") or os.cpu_count() or 1
         self._close_pool()
         pool = ChunkPool(workers, settings.get("start_method"))

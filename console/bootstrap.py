@@ -1,0 +1,259 @@
+"""Prepare a node over SSH and start its agent: probe, deploy, start (POSIX and Windows).
+
+Every OS difference lives in `Shell`: how to learn the architecture and cache
+directory, how to run the Python probe, the start command and the stop
+command, for a POSIX shell, cmd.exe and PowerShell. One probe command tells the
+three apart (`echo %OS% $env:OS $OSTYPE`: cmd expands the first, PowerShell the
+second, a POSIX shell neither).
+
+The bundle is one zip: nodeagent, the project's jobs package and the pure-Python
+rpyc from the console's own environment, plus a `__main__.py`, so the node runs
+`python agent-<hash>.zip`. It is uploaded by SFTP into the user's cache
+directory under its content hash, so an unchanged node gets nothing uploaded.
+The job's own files travel later, over the agent's stream (console/cluster.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import shlex
+import time
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import rpyc
+
+import nodeagent
+from console.agentlink import CODE_ROOT, AgentLink, pump_lines
+from console.errors import NodeError
+from console.inventory import Node
+from console.ssh import ChannelStream, NodeConnection
+
+__all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "bundle", "deploy", "launch_ssh",
+           "PYTHON_CANDIDATES", "PROBE_SCRIPT"]
+
+SHELL_PROBE = "echo %OS% $env:OS $OSTYPE"
+PYTHON_CANDIDATES = ("python3", "python", "py -3")
+PROBE_SCRIPT = ("import sys, os, platform; print(sys.version_info[0], sys.version_info[1], "
+                "platform.python_version(), os.cpu_count(), platform.machine())")
+MIN_PYTHON = (3, 9)
+
+
+@dataclass(frozen=True)
+class Shell:
+    """The command lines of one kind of remote shell."""
+
+    name: str
+    """"posix", "cmd" or "powershell"."""
+    os: str
+    """"linux"/"darwin"/... once probed for POSIX, "windows" otherwise."""
+    info_command: str
+    """Prints the OS and architecture on the first line, the cache base directory on the second."""
+
+    def quote(self, path: str) -> str:
+        """A path as one argument of this shell."""
+        if self.name == "posix":
+            return shlex.quote(path)
+        if self.name == "powershell":
+            return "'" + path.replace("'", "''") + "'"
+        return '"' + path + '"'
+
+    def python_probe(self, python: str) -> str:
+        """Run the probe script with this Python command."""
+        return f'{python} -c "{PROBE_SCRIPT}"'
+
+    def start_command(self, python: str, bundle_path: str) -> str:
+        """Start the agent from its bundle; it speaks on the session's stdin/stdout."""
+        if self.name == "posix":
+            return f"exec {python} {self.quote(bundle_path)}"
+        if self.name == "powershell":
+            return f"& {python} {self.quote(bundle_path)}"
+        return f"{python} {self.quote(bundle_path)}"
+
+    def stop_command(self, pid: int) -> str:
+        """End an agent and its workers that outlived their session."""
+        if self.name == "posix":
+            return f"kill {int(pid)} 2>/dev/null; true"
+        if self.name == "powershell":
+            return f"taskkill /PID {int(pid)} /T /F 2>$null; exit 0"
+        return f"taskkill /PID {int(pid)} /T /F >NUL 2>&1 & exit /b 0"
+
+    def sftp_path(self, path: str) -> str:
+        """A native path as SFTP names it (C:\\x\\y -> /C:/x/y on Windows)."""
+        if self.name == "posix":
+            return path
+        return "/" + path.replace("\\", "/").lstrip("/")
+
+
+SHELLS: Dict[str, Shell] = {
+    "posix": Shell("posix", "posix", 'uname -sm; echo "${XDG_CACHE_HOME:-$HOME/.cache}"'),
+    "cmd": Shell("cmd", "windows", "echo %PROCESSOR_ARCHITECTURE% & echo %LOCALAPPDATA%"),
+    "powershell": Shell("powershell", "windows", "echo $env:PROCESSOR_ARCHITECTURE; echo $env:LOCALAPPDATA"),
+}
+
+
+def detect_shell(probe_output: str) -> Shell:
+    """Which shell answered SHELL_PROBE."""
+    if "Windows_NT" in probe_output:
+        return SHELLS["powershell"] if "%OS%" in probe_output else SHELLS["cmd"]
+    return SHELLS["posix"]
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the probe learnt about a node."""
+
+    shell: Shell
+    os: str
+    arch: str
+    python: str
+    python_version: str
+    cores: int
+    cache_base: str
+
+    @property
+    def bundle_dir(self) -> str:
+        """Where bundles live on the node (native path)."""
+        if self.shell.name == "posix":
+            return posixpath.join(self.cache_base, "cluster-console")
+        return self.cache_base.rstrip("\\") + "\\cluster-console"
+
+
+def probe(conn: NodeConnection) -> NodeFacts:
+    """Learn the node's shell, OS, architecture, Python and cache directory."""
+    node = conn.node
+    _, out, _ = conn.run(SHELL_PROBE)
+    shell = detect_shell(out)
+    if node.os == "windows" and shell.name == "posix" or node.os == "linux" and shell.name != "posix":
+        raise NodeError(f"{conn.where}: the inventory says os = {node.os!r} but the node answers like a "
+                        f"{shell.name} shell; fix os in the inventory or use \"auto\".")
+    status, out, err = conn.run(shell.info_command)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if status != 0 or len(lines) < 2:
+        raise NodeError(f"{conn.where}: probing the {shell.name} shell failed ({(err or out).strip()[:200]}).")
+    os_name = lines[0].split()[0].lower() if shell.name == "posix" else "windows"
+    tried = []
+    for python in ((node.python,) if node.python else PYTHON_CANDIDATES):
+        status, out, err = conn.run(shell.python_probe(python))
+        fields = out.split()
+        if status != 0 or len(fields) != 5 or not fields[0].isdigit():
+            tried.append(f"{python}: not found")
+            continue
+        major, minor, version, cores, machine = fields
+        if (int(major), int(minor)) < MIN_PYTHON:
+            tried.append(f"{python}: {version} is too old")
+            continue
+        return NodeFacts(shell, os_name, machine, python, version, int(cores), lines[1])
+    hint = "fix python in the inventory" if node.python else "install Python 3.9+ or set python = \"...\" in the inventory"
+    raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
+
+
+@lru_cache(maxsize=1)
+def bundle() -> Tuple[str, bytes]:
+    """(content hash, zip bytes) of the agent bundle built from this console's own code."""
+    rpyc_root = Path(rpyc.__file__).resolve().parent.parent
+    sources = [(CODE_ROOT, "nodeagent"), (CODE_ROOT, "jobs"), (rpyc_root, "rpyc")]
+    files: Dict[str, bytes] = {}
+    for base, package in sources:
+        for path in sorted((base / package).rglob("*.py")):
+            files[path.relative_to(base).as_posix()] = path.read_bytes()
+    files["__main__.py"] = (b"import sys\nfrom nodeagent.__main__ import main\n"
+                            b"if __name__ == '__main__':\n    sys.exit(main())\n")
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), files[name])
+    return digest.hexdigest()[:16], buffer.getvalue()
+
+
+def deploy(conn: NodeConnection, facts: NodeFacts, upload: bool = True) -> Tuple[str, Optional[bool]]:
+    """Make sure the node has the bundle; (its native path, True if uploaded now / False if cached / None if missing)."""
+    digest, data = bundle()
+    shell = facts.shell
+    native_dir = facts.bundle_dir
+    name = f"agent-{digest}.zip"
+    native = posixpath.join(native_dir, name) if shell.name == "posix" else native_dir + "\\" + name
+    remote_dir = shell.sftp_path(native_dir)
+    remote = posixpath.join(remote_dir, name)
+    sftp = conn.sftp()
+    try:
+        try:
+            if sftp.stat(remote).st_size == len(data):
+                return native, False
+        except OSError:
+            pass
+        if not upload:
+            return native, None
+        _makedirs(sftp, remote_dir)
+        partial = f"{remote}.{int(time.time() * 1000)}.part"
+        with sftp.open(partial, "wb") as f:
+            f.set_pipelined(True)
+            f.write(data)
+        try:
+            sftp.posix_rename(partial, remote)
+        except OSError:
+            sftp.rename(partial, remote)
+        return native, True
+    except OSError as exc:
+        raise NodeError(f"{conn.where}: cannot upload the agent to {native_dir} ({exc}).") from None
+    finally:
+        sftp.close()
+
+
+def _makedirs(sftp, path: str) -> None:
+    parts = [p for p in path.split("/") if p]
+    current = "/" if path.startswith("/") else ""
+    for part in parts:
+        current = posixpath.join(current, part) if current else part
+        try:
+            sftp.stat(current)
+        except OSError:
+            sftp.mkdir(current)
+
+
+def launch_ssh(node: Node, session) -> AgentLink:
+    """Connect, probe, deploy and start the node's agent; the link to it.
+
+    `session` gets `set_state(...)` as the node moves on and `log(line)` for the
+    agent's stderr (console/cluster.py's NodeSession, or the bootstrap command's recorder).
+    """
+    conn = NodeConnection(node)
+    session.set_state("connecting")
+    conn.connect()
+    try:
+        session.set_state("bootstrapping")
+        facts = probe(conn)
+        path, uploaded = deploy(conn, facts)
+        channel = conn.start(facts.shell.start_command(facts.python, path))
+    except BaseException:
+        conn.close()
+        raise
+    pump_lines(channel.makefile_stderr("rb"), session.log)
+    link: Optional[AgentLink] = None
+
+    def close() -> None:
+        channel.close()
+        pid = link.info.get("pid") if link is not None else None
+        if pid:
+            try:
+                conn.run(facts.shell.stop_command(pid), timeout=5)
+            except NodeError:
+                pass
+        conn.close()
+
+    try:
+        link = AgentLink(ChannelStream(channel), close)
+    except BaseException:
+        close()
+        raise
+    link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached",
+                  "protocol": nodeagent.PROTOCOL_VERSION}
+    return link

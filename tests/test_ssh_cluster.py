@@ -1,0 +1,187 @@
+"""End to end over real OpenSSH: three sshd hosts in network namespaces.
+
+The console reaches them with paramiko, deploys the agent bundle by SFTP and
+runs it as the command of each SSH session. Needs root and sshd (skips with
+the reason otherwise; .ci/install-sshd installs sshd in CI).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from helpers import FAULTY, ROOT, run_console
+from jobs.factorize import factorize
+
+pytestmark = pytest.mark.sshd
+
+NUMBERS = range(999999999999, 1000000001999, 2)
+OLDEST = next((p for p in ("/root/.pyenv/versions/3.9.18/bin/python3", "/usr/bin/python3") if os.path.exists(p)))
+"""The oldest Python 3.9+ here without psutil: node3 runs its agent on it (metrics from the fallback)."""
+
+
+def expected_factorisation():
+    merged = {}
+    for n in NUMBERS:
+        merged.update({str(k): v for k, v in factorize(n).items()})
+    return merged
+
+
+def agent_pids(cluster, node):
+    """Agents on the node and their worker processes."""
+    agents = [pid for pid, cmd in cluster.processes_in(node) if "cluster-console/agent-" in cmd]
+    family = set(agents)
+    for pid in agents:
+        try:
+            family.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(family)
+
+
+def table_rows(stdout):
+    """The node rows of a bootstrap/status table, split into cells."""
+    return [line.split() for line in stdout.splitlines() if line.split() and line.split()[0].startswith("node")
+            and line.split()[0] != "node"]
+
+
+def wait_for(predicate, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_bootstrap_uploads_once_then_finds_the_bundle_cached(make_net_cluster, tmp_path):
+    """First bootstrap uploads the bundle to all three nodes; the second uploads nothing."""
+    cluster = make_net_cluster(n=3)
+    inventory = cluster.write_inventory(tmp_path / "inventory.toml")
+    first = run_console("bootstrap", "--inventory", str(inventory))
+    assert first.returncode == 0, first.stdout + first.stderr
+    rows = table_rows(first.stdout)
+    assert [r[0] for r in rows] == ["node1", "node2", "node3"]
+    assert all(r[2].startswith("linux/") and r[5] == "uploaded" and r[-1] == "ok" for r in rows)
+    second = run_console("bootstrap", "--inventory", str(inventory))
+    assert second.returncode == 0
+    assert [r[5] for r in table_rows(second.stdout)] == ["cached"] * 3
+    for node in cluster.nodes:
+        bundles = list((node.cache_dir / "cluster-console").glob("agent-*.zip"))
+        assert len(bundles) == 1
+        assert wait_for(lambda: not agent_pids(cluster, node), 10), "bootstrap left an agent running"
+    status = run_console("status", "--inventory", str(inventory))
+    assert status.returncode == 0 and status.stdout.count("cached") == 3
+
+
+def test_a_node_without_psutil_reports_from_the_fallback(net_cluster_3, tmp_path):
+    """node3's Python has no psutil: the agent still runs and the table says "fallback"."""
+    inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml", overrides={"node3": {"python": OLDEST}})
+    proc = run_console("bootstrap", "--inventory", str(inventory), "node3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [row] = table_rows(proc.stdout)
+    assert row[6] == "fallback"
+
+
+def test_run_spreads_over_three_nodes_with_the_local_answer(net_cluster_3, tmp_path):
+    """`console run` of the factorisation example uses all three nodes and gives the local run's result."""
+    inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml", overrides={"node3": {"python": OLDEST}})
+    out = tmp_path / "out.json"
+    proc = run_console("run", "jobs/examples/factorize.toml", "--inventory", str(inventory), "--output", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "ok" and doc["chunks"] == {"total": 20, "done": 20, "failed": 0}
+    assert doc["result"] == expected_factorisation()
+    shares = doc["nodes"]
+    assert set(shares) == {"node1", "node2", "node3"}
+    assert all(share["chunks"] > 0 for share in shares.values())
+    assert sum(share["items"] for share in shares.values()) == 1000
+
+
+def test_no_socket_while_running_and_no_agent_after_the_console_is_killed(net_cluster_3, tmp_path):
+    """While a job runs nothing but sshd listens in any namespace; SIGKILL the console and every agent exits."""
+    inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nfunction = "jobs.primes:count_primes"\nchunk_size = 1\nreduce = "sum"\n'
+                   '[input]\nrange = [1000000000, 1010000000, 10000]\n'
+                   f'[output]\npath = "{tmp_path / "primes.json"}"\n')
+    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventory)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: all(len(agent_pids(net_cluster_3, n)) >= 3 for n in net_cluster_3.nodes), 30), \
+            "agents and their workers did not start on every node"
+        for node in net_cluster_3.nodes:
+            listeners = net_cluster_3.listening_sockets(node)
+            assert len(listeners) == 1 and '"sshd"' in listeners[0] and ":22 " in listeners[0], listeners
+            for pid in agent_pids(net_cluster_3, node):
+                assert psutil.Process(pid).net_connections(kind="all") == []
+    finally:
+        console.send_signal(signal.SIGKILL)
+        console.wait(10)
+    for node in net_cluster_3.nodes:
+        assert wait_for(lambda: not agent_pids(net_cluster_3, node), 15), \
+            f"agent left on {node.name}: {net_cluster_3.processes_in(node)}"
+
+
+def test_each_broken_node_is_one_sentence_and_the_others_carry_on(make_net_cluster, tmp_path):
+    """Unknown key, changed key, wrong client key, unreachable host, no Python: five sentences, job done on node1."""
+    cluster = make_net_cluster(n=6, no_python=("node6",))
+    other_key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    known_hosts = cluster.known_hosts.read_text().splitlines()
+    node2 = cluster.node("node2")
+    cluster.known_hosts.write_text("\n".join(l for l in known_hosts if not l.startswith(node2.host + " ")) + "\n")
+    cluster.replace_host_key("node3")
+    cluster.link_down("node5")
+    try:
+        inventory = cluster.write_inventory(tmp_path / "inventory.toml", overrides={
+            "node4": {"key": str(other_key)}, "node5": {"connect_timeout": 2}})
+        job = tmp_path / "job.toml"
+        job.write_text(f'[job]\nfunction = "faulty:slow_square"\nfiles = ["{FAULTY}"]\nchunk_size = 10\n'
+                       f'reduce = "list"\n[input]\nrange = [0, 160]\n[output]\npath = "{tmp_path / "out.json"}"\n')
+        proc = run_console("run", str(job), "--inventory", str(inventory))
+    finally:
+        cluster.link_up("node5")
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0, text
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["result"] == [x * x for x in range(160)]
+    assert set(doc["nodes"]) == {"node1"}
+    host = {name: cluster.node(name).host for name in ("node2", "node3", "node4", "node5", "node6")}
+    assert f"node2 ({host['node2']}:22): host key ssh-ed25519 SHA256:" in text
+    assert "is not in" in text and "run 'console trust node2'" in text
+    assert f"node3 ({host['node3']}:22): host key CHANGED: expected SHA256:" in text
+    assert f"node4 ({host['node4']}:22): user 'root' was refused with key {other_key}" in text
+    assert f"node5 ({host['node5']}:22): no answer within 2 s" in text, text
+    assert f"node6 ({host['node6']}:22): no usable Python (python3: not found; python: not found" in text
+    assert "Traceback" not in text
+
+
+def test_all_nodes_unusable_exits_3(make_net_cluster, tmp_path):
+    """Every node refuses: exit 3 and each node's reason."""
+    cluster = make_net_cluster(n=2, no_python=("node1", "node2"))
+    inventory = cluster.write_inventory(tmp_path / "inventory.toml")
+    proc = run_console("run", "jobs/examples/factorize.toml", "--inventory", str(inventory),
+                       "--output", str(tmp_path / "out.json"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.count("no usable Python") >= 2
+    assert json.loads((tmp_path / "out.json").read_text())["reason"] == "no node is usable"
+
+
+def test_trust_pins_an_unknown_key_and_refuses_a_changed_one(make_net_cluster, tmp_path):
+    cluster = make_net_cluster(n=1)
+    inventory = cluster.write_inventory(tmp_path / "inventory.toml")
+    cluster.known_hosts.write_text("")
+    refused = run_console("bootstrap", "--inventory", str(inventory))
+    assert refused.returncode == 3 and "console trust node1" in " ".join(refused.stdout.split())
+    pinned = run_console("trust", "node1", "--yes", "--inventory", str(inventory))
+    assert pinned.returncode == 0 and "pinned in" in pinned.stdout
+    assert run_console("bootstrap", "--inventory", str(inventory)).returncode == 0
+    cluster.replace_host_key("node1")
+    changed = run_console("trust", "node1", "--yes", "--inventory", str(inventory))
+    assert changed.returncode == 3 and "pins a different ssh-ed25519 key" in " ".join(changed.stderr.split())
