@@ -37,11 +37,16 @@ from console.ssh import ChannelStream, NodeConnection
 __all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "bundle", "deploy", "launch_ssh",
            "PYTHON_CANDIDATES", "PROBE_SCRIPT"]
 
-SHELL_PROBE = "echo %OS% $env:OS $OSTYPE"
+SHELL_PROBE = 'echo %OS% $env:OS $OSTYPE; uname -sm; echo "${XDG_CACHE_HOME:-$HOME/.cache}"'
+"""cmd.exe echoes the whole line literally (";" is no separator there) with %OS% expanded;
+PowerShell expands $env:OS and fails on uname; a POSIX shell also answers the info_command's questions."""
 PYTHON_CANDIDATES = ("python3", "python", "py -3")
 PROBE_SCRIPT = ("import sys, os, platform; print(sys.version_info[0], sys.version_info[1], "
-                "platform.python_version(), os.cpu_count(), platform.machine())")
+                "platform.python_version(), os.cpu_count(), platform.machine()); print(sys.executable)")
+"""Line 1: version, cores, machine; line 2: the interpreter's own path (the agent starts with it,
+skipping launchers such as py.exe or pyenv shims)."""
 MIN_PYTHON = (3, 9)
+AGENT_EXIT_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ class Shell:
             return f"exec {python} {self.quote(bundle_path)}"
         if self.name == "powershell":
             return f"& {python} {self.quote(bundle_path)}"
-        return f"{python} {self.quote(bundle_path)}"
+        # cmd /c drops the first and last quote of a line that holds more than two: add a pair to lose.
+        return f'"{python} {self.quote(bundle_path)}"'
 
     def stop_command(self, pid: int) -> str:
         """End an agent and its workers that outlived their session."""
@@ -112,6 +118,7 @@ class NodeFacts:
     os: str
     arch: str
     python: str
+    """The interpreter's full path on the node."""
     python_version: str
     cores: int
     cache_base: str
@@ -127,28 +134,32 @@ class NodeFacts:
 def probe(conn: NodeConnection) -> NodeFacts:
     """Learn the node's shell, OS, architecture, Python and cache directory."""
     node = conn.node
-    _, out, _ = conn.run(SHELL_PROBE)
+    status, out, err = conn.run(SHELL_PROBE)
     shell = detect_shell(out)
     if node.os == "windows" and shell.name == "posix" or node.os == "linux" and shell.name != "posix":
         raise NodeError(f"{conn.where}: the inventory says os = {node.os!r} but the node answers like a "
                         f"{shell.name} shell; fix os in the inventory or use \"auto\".")
-    status, out, err = conn.run(shell.info_command)
-    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if shell.name == "posix":
+        lines = [line.strip() for line in out.splitlines() if line.strip()][1:]
+    else:
+        status, out, err = conn.run(shell.info_command)
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
     if status != 0 or len(lines) < 2:
         raise NodeError(f"{conn.where}: probing the {shell.name} shell failed ({(err or out).strip()[:200]}).")
     os_name = lines[0].split()[0].lower() if shell.name == "posix" else "windows"
     tried = []
     for python in ((node.python,) if node.python else PYTHON_CANDIDATES):
         status, out, err = conn.run(shell.python_probe(python))
-        fields = out.split()
-        if status != 0 or len(fields) != 5 or not fields[0].isdigit():
+        answer = out.strip().splitlines()
+        fields = answer[0].split() if answer else []
+        if status != 0 or len(answer) != 2 or len(fields) != 5 or not fields[0].isdigit():
             tried.append(f"{python}: not found")
             continue
         major, minor, version, cores, machine = fields
         if (int(major), int(minor)) < MIN_PYTHON:
             tried.append(f"{python}: {version} is too old")
             continue
-        return NodeFacts(shell, os_name, machine, python, version, int(cores), lines[1])
+        return NodeFacts(shell, os_name, machine, answer[1].strip(), version, int(cores), lines[1])
     hint = "fix python in the inventory" if node.python else "install Python 3.9+ or set python = \"...\" in the inventory"
     raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
 
@@ -232,7 +243,7 @@ def launch_ssh(node: Node, session) -> AgentLink:
         session.set_state("bootstrapping")
         facts = probe(conn)
         path, uploaded = deploy(conn, facts)
-        channel = conn.start(facts.shell.start_command(facts.python, path))
+        channel = conn.start(facts.shell.start_command(facts.shell.quote(facts.python), path))
     except BaseException:
         conn.close()
         raise
@@ -240,13 +251,21 @@ def launch_ssh(node: Node, session) -> AgentLink:
     link: Optional[AgentLink] = None
 
     def close() -> None:
-        channel.close()
+        """The agent exits when its stdin closes; stop it by pid only if it has not within a few seconds."""
+        try:
+            channel.shutdown_write()
+        except (OSError, EOFError):
+            pass
+        deadline = time.monotonic() + AGENT_EXIT_WAIT_S
+        while not channel.exit_status_ready() and time.monotonic() < deadline and not channel.closed:
+            time.sleep(0.02)
         pid = link.info.get("pid") if link is not None else None
-        if pid:
+        if pid and not channel.exit_status_ready():
             try:
                 conn.run(facts.shell.stop_command(pid), timeout=5)
             except NodeError:
                 pass
+        channel.close()
         conn.close()
 
     try:

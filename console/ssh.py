@@ -241,18 +241,24 @@ def pin_host_key(known_hosts: Path, target: SSHTarget, key: paramiko.PKey) -> No
 class ChannelStream(Stream):
     """An RPyC stream over a paramiko exec channel (the agent's stdin/stdout)."""
 
-    __slots__ = ("channel",)
+    __slots__ = ("channel", "_closed")
     MAX_IO_CHUNK = 65000
 
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
+        self._closed = False
 
     @property
     def closed(self) -> bool:
-        return self.channel.closed
+        return self._closed or self.channel.closed
 
     def close(self) -> None:
-        self.channel.close()
+        """Close the agent's stdin (it exits on EOF); the channel stays open for its exit status."""
+        self._closed = True
+        try:
+            self.channel.shutdown_write()
+        except (OSError, EOFError):
+            pass
 
     def fileno(self) -> int:
         return self.channel.fileno()

@@ -109,3 +109,17 @@ def test_sigkilled_agent_mid_job_costs_nothing_but_time(tmp_path):
     assert document["nodes"]["local"]["chunks"] == 40
     assert cluster.sessions["local"].info["pid"] != pid
     assert any("NodeLost" == entry[3] for entry in run.scheduler.log)
+
+
+def test_agent_of_another_protocol_is_refused_with_both_versions(monkeypatch):
+    """The console (here speaking protocol 99) refuses an agent speaking the shipped protocol."""
+    import nodeagent
+    from console.errors import NodeError
+
+    agent = start_local_agent(sys.executable, lambda line: None)
+    monkeypatch.setattr(nodeagent, "PROTOCOL_VERSION", 99)
+    try:
+        with pytest.raises(NodeError, match=f"the agent speaks protocol {PROTOCOL_VERSION} and this console 99"):
+            agent.hello()
+    finally:
+        agent.close()

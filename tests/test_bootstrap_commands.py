@@ -35,7 +35,8 @@ def test_posix_commands():
 def test_cmd_commands():
     cmd = SHELLS["cmd"]
     path = r"C:\Users\Ada Lovelace\AppData\Local\cluster-console\agent-ab.zip"
-    assert cmd.start_command("py -3", path) == f'py -3 "{path}"'
+    python = cmd.quote(r"C:\Program Files\Python312\python.exe")
+    assert cmd.start_command(python, path) == f'""C:\\Program Files\\Python312\\python.exe" "{path}""'
     assert cmd.stop_command(77) == "taskkill /PID 77 /T /F >NUL 2>&1 & exit /b 0"
     assert cmd.sftp_path(r"C:\Users\ada\AppData\Local") == "/C:/Users/ada/AppData/Local"
     assert "%LOCALAPPDATA%" in cmd.info_command and "%PROCESSOR_ARCHITECTURE%" in cmd.info_command
@@ -43,7 +44,8 @@ def test_cmd_commands():
 
 def test_powershell_commands():
     ps = SHELLS["powershell"]
-    assert ps.start_command("python", r"C:\Users\o'neil\a.zip") == r"& python 'C:\Users\o''neil\a.zip'"
+    python = ps.quote(r"C:\Python312\python.exe")
+    assert ps.start_command(python, r"C:\Users\o'neil\a.zip") == r"& 'C:\Python312\python.exe' 'C:\Users\o''neil\a.zip'"
     assert ps.stop_command(77) == "taskkill /PID 77 /T /F 2>$null; exit 0"
     assert "$env:LOCALAPPDATA" in ps.info_command
 
