@@ -58,7 +58,7 @@ def run_console(cluster: Cluster, job: Path) -> float:
     run = cluster.start_job(load_job(job))
     if not cluster.sessions:
         cluster.bootstrap()
-    assert cluster.wait_job(600) == "ok", cluster.job_document()
+    assert cluster.wait_job(600) == "ok", run.document
     return time.perf_counter() - started
 
 

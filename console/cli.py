@@ -146,15 +146,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         cluster.bootstrap()
         interrupted = False
         try:
-            snapshot = watch(cluster.snapshot, run.done_event.wait, shown)
+            snapshot = watch(cluster.snapshot, run.written.wait, shown)
         except KeyboardInterrupt:
             interrupted = True
             cluster.cancel_job()
+            run.written.wait()
             snapshot = cluster.snapshot()
-        document = cluster.write_results()
+        document = run.document
+        assert document is not None
     finally:
         cluster.close()
     shown.print(render_summary(document, snapshot))
+    if document.get("write_error"):
+        shown.print(Text(document["write_error"], style="bold red"), soft_wrap=True)
+        return EXIT_FAILED
     shown.print(f"results: {spec.output}", markup=False, highlight=False)
     if args.json:
         print(json.dumps(document, default=str))

@@ -69,6 +69,11 @@ class JobRun:
     status: str = "running"
     reason: str = ""
     done_event: threading.Event = field(default_factory=threading.Event)
+    """Set when the scheduler says the job ended (or no node is usable)."""
+    written: threading.Event = field(default_factory=threading.Event)
+    """Set once the results file is written."""
+    document: Optional[Dict[str, Any]] = None
+    """The results document, once written."""
     rate: RateMeter = field(default_factory=RateMeter)
 
 
@@ -289,6 +294,7 @@ class Cluster:
                 run.values[entry.start] = entry.value
             self.job = run
             self._route(scheduler.handle(Tick(time.monotonic())))
+        threading.Thread(target=self._write_when_done, args=(run,), name="job-results", daemon=True).start()
         for event in self.wake.values():
             event.set()
         return run
@@ -298,7 +304,11 @@ class Cluster:
         self.handle([JobCancelled(time.monotonic())])
 
     def close(self) -> None:
-        """Stop every session and the clock; agents exit when their streams close."""
+        """Cancel a running job (its results file says so), stop every session and the clock."""
+        job = self.job
+        if job is not None and job.status == "running":
+            self.cancel_job()
+            job.written.wait(30)
         self._closed.set()
         sessions = list(self.sessions.values())
         for session in sessions:
@@ -385,18 +395,28 @@ class Cluster:
     # -- results ------------------------------------------------------------------------
 
     def wait_job(self, timeout: Optional[float] = None) -> str:
-        """Block until the current job ends; its status."""
+        """Block until the current job ends and its results file is written; its status."""
         job = self.job
         if job is None:
             raise UsageError("no job was started.")
-        job.done_event.wait(timeout)
+        job.written.wait(timeout)
         return job.status
 
-    def job_document(self) -> Dict[str, Any]:
-        """The results file's content for the current job."""
+    def _write_when_done(self, job: JobRun) -> None:
+        """Write the results file once the job ends, outside the lock (reducing may take a while)."""
+        job.done_event.wait()
+        document = self.job_document(job)
+        try:
+            write_results(job.spec.output, document)
+        except OSError as exc:
+            document["write_error"] = f"cannot write {job.spec.output}: {exc.strerror or exc}; the journal " \
+                                      f"{job.journal.path} still holds every result (use --resume)."
+        job.document = document
+        job.written.set()
+
+    def job_document(self, job: JobRun) -> Dict[str, Any]:
+        """The results file's content for a job."""
         with self.lock:
-            job = self.job
-            assert job is not None
             scheduler = job.scheduler
             status = job.status
             values = dict(job.values)
@@ -428,13 +448,6 @@ class Cluster:
         })
         if job.reason:
             document["reason"] = job.reason
-        return document
-
-    def write_results(self) -> Dict[str, Any]:
-        """Write the results file of the current job; the document written."""
-        document = self.job_document()
-        assert self.job is not None
-        write_results(self.job.spec.output, document)
         return document
 
     def require_nodes(self) -> None:
@@ -493,7 +506,7 @@ class Cluster:
             name=node.name, transport=node.transport, address=node.address, tags=node.tags,
             state=state, error=session.error,  # type: ignore[arg-type]
             os=info.get("os"), arch=info.get("arch"), python=info.get("python"), cores=info.get("cores"),
-            workers=session.workers, workers_busy=metrics.get("busy", 0),
+            workers=session.workers or node.workers or info.get("cores"), workers_busy=metrics.get("busy", 0),
             cpu_percent=metrics.get("cpu_percent"), cpu_per_core=metrics.get("cpu_per_core"),
             cpu_history=tuple(session.cpu_history), mem_percent=_percent(metrics),
             mem_used=metrics.get("mem_used"), mem_total=metrics.get("mem_total"),

@@ -101,7 +101,7 @@ def test_sigkilled_agent_mid_job_costs_nothing_but_time(tmp_path):
         pid = cluster.sessions["local"].info["pid"]
         os.kill(pid, signal.SIGKILL)
         assert cluster.wait_job(60) == "ok"
-        document = cluster.write_results()
+        document = run.document
     finally:
         cluster.close()
     assert document["result"] == [x * x for x in range(120)]

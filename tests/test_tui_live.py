@@ -1,0 +1,163 @@
+"""The dashboard on a real cluster: local agents, real pools, keys pressed with Pilot,
+and the real `console` under tmux.
+
+Each wait is bounded: the app is polled by hand every 0.2 s until the job ends
+or the limit passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from console.cluster import Cluster
+from console.inventory import Node
+from console.tui.app import ConsoleApp
+from console.tui.screens import TracebackScreen
+from console.tui.widgets import FailuresPanel, NodeTable
+
+from helpers import ROOT, write_job
+from test_tui_pilot import row_texts, static_text
+
+SIZE = (120, 40)
+
+
+async def until(pilot, app: ConsoleApp, done, limit: float = 60.0) -> None:
+    """Poll the app until `done(snapshot)` or `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        app.poll()
+        await pilot.pause(0.2)
+        if app.snapshot is not None and done(app.snapshot):
+            app.poll()
+            await pilot.pause()
+            return
+    raise AssertionError(f"gave up after {limit} s; last snapshot: {app.snapshot}")
+
+
+def job_ended(snapshot) -> bool:
+    return snapshot.job is not None and snapshot.job.status != "running"
+
+
+def run_live(nodes, job_path: Path, body) -> None:
+    cluster = Cluster(nodes)
+    cluster.bootstrap()
+    try:
+        asyncio.run(body(cluster, ConsoleApp(cluster, job_path=str(job_path), poll_interval=60)))
+    finally:
+        cluster.close()
+
+
+def test_start_a_job_with_a_key_and_watch_it_finish(tmp_path):
+    """On the local default: s, Enter starts the job; the table and the job panel show it done."""
+    job = write_job(tmp_path, function="faulty:square", range_=[0, 400], chunk_size=20, reduce="sum")
+
+    async def body(cluster, app):
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, app, lambda s: s.nodes[0].state == "ready")
+            await pilot.press("s")
+            await pilot.press("enter")
+            await until(pilot, app, job_ended)
+            [row] = row_texts(app.query_one(NodeTable))
+            assert row[0] == "local" and row[2] == "ready"
+            assert row[6] == "0/2" and row[7] == "20"  # workers busy/total, chunks done
+            assert static_text(app, "#job-title") == "job  ok"
+            assert static_text(app, "#job-rates").startswith("400 of 400 items")
+            assert "20/20 done · 0 failed" in static_text(app, "#job-chunks")
+            assert static_text(app, "#job-shares") == "share local 100%"
+
+    run_live([Node("local", transport="local", workers=2)], job, body)
+    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == sum(x * x for x in range(400))
+
+
+def test_a_failed_chunk_shows_in_the_panel_and_opens_its_traceback(tmp_path):
+    """Item 13 raises: the failures panel lists it, Enter shows the node's traceback."""
+    job = write_job(tmp_path, function="faulty:boom_on_13", items=range(20), chunk_size=5, retries=1)
+
+    async def body(cluster, app):
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, app, lambda s: s.nodes[0].state == "ready")
+            await pilot.press("s", "enter")
+            await until(pilot, app, job_ended)
+            assert static_text(app, "#job-title") == "job  failed"
+            panel = app.query_one(FailuresPanel)
+            rows = [[str(c) for c in panel.get_row_at(i)] for i in range(panel.row_count)]
+            assert rows == [["local", "2", "1", "ZeroDivisionError: division by zero"],
+                            ["local", "2", "2 final", "ZeroDivisionError: division by zero"]]
+            panel.focus()
+            await pilot.press("enter")
+            assert isinstance(app.screen, TracebackScreen)
+            text = static_text(app, "#traceback-text")
+            assert "boom_on_13" in text and "ZeroDivisionError" in text
+
+    run_live([Node("local", transport="local", workers=2)], job, body)
+
+
+def test_drain_a_node_and_the_other_finishes_the_job(tmp_path):
+    """Two local nodes; `d` on the first drains it: it takes no new chunk, the second does the rest."""
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(120), chunk_size=2)
+
+    async def body(cluster, app):
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, app, lambda s: all(n.state == "ready" for n in s.nodes))
+            await pilot.press("s", "enter")
+            await until(pilot, app, lambda s: s.nodes[0].chunks_done >= 2)
+            app.query_one(NodeTable).focus()
+            await pilot.press("d")
+            await until(pilot, app, lambda s: s.nodes[0].state == "draining", 5)
+            held = app.snapshot.nodes[0].chunks_done + app.snapshot.nodes[0].in_flight
+            await until(pilot, app, job_ended)
+            assert row_texts(app.query_one(NodeTable))[0][2] == "draining"
+            assert app.snapshot.nodes[0].chunks_done <= held
+            assert app.snapshot.nodes[1].chunks_done == 60 - app.snapshot.nodes[0].chunks_done
+
+    run_live([Node("one", transport="local", workers=1), Node("two", transport="local", workers=1)], job, body)
+    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(120)]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_real_console_under_tmux_runs_the_example(tmp_path):
+    """`console ui JOB` in a real terminal: s, Enter, and the pane shows the job done."""
+    session = f"cc{int(time.time() * 1000) % 100000}"
+    command = (f"cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli ui "
+               f"{ROOT / 'jobs/examples/randsum.toml'}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
+
+    def pane() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-t", session, "-p"], capture_output=True, text=True).stdout
+
+    def wait_pane(text: str, limit: float) -> str:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            screen = pane()
+            if text in screen:
+                return screen
+            time.sleep(0.25)
+        raise AssertionError(f"{text!r} never showed; the pane:\n{pane()}")
+
+    try:
+        wait_pane("ready", 30)
+        subprocess.run(["tmux", "send-keys", "-t", session, "s"], check=True)
+        wait_pane("randsum.toml", 10)
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        screen = wait_pane("randsum  ok", 90)
+        assert "4,000,000 of 4,000,000" not in screen  # items are seeds, not draws
+        assert "40 of 40 items" in screen and "20/20 done · 0 failed" in screen
+        assert "share local 100%" in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and subprocess.run(
+                ["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+            time.sleep(0.25)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    result = json.loads((tmp_path / "randsum.results.json").read_text())
+    from jobs.randsum import expected
+    assert result["status"] == "ok" and result["result"] == expected(range(40))
