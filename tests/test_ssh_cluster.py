@@ -185,3 +185,18 @@ def test_trust_pins_an_unknown_key_and_refuses_a_changed_one(make_net_cluster, t
     cluster.replace_host_key("node1")
     changed = run_console("trust", "node1", "--yes", "--inventory", str(inventory))
     assert changed.returncode == 3 and "pins a different ssh-ed25519 key" in " ".join(changed.stderr.split())
+
+
+def test_host_alias_from_ssh_config(net_cluster_3, tmp_path):
+    """host = "lab-a" is an alias in ~/.ssh/config; HostName, User and IdentityFile come from there."""
+    node = net_cluster_3.node("node1")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host lab-a\n  HostName {node.host}\n  User root\n  IdentityFile {net_cluster_3.client_key}\n")
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(f'[[node]]\nname = "lab-a"\nhost = "lab-a"\nknown_hosts = "{net_cluster_3.known_hosts}"\n')
+    proc = run_console("bootstrap", "--inventory", str(inventory), env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [row] = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["lab-a"]]
+    assert row[1] == "lab-a:22" and row[-1] == "ok"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from console.cluster import Cluster
-from console.inventory import Node
+from console.inventory import DEFAULT_INVENTORY, Node, load_inventory
 from console.tui.app import ConsoleApp
 from console.tui.screens import TracebackScreen
 from console.tui.widgets import FailuresPanel, NodeTable
@@ -67,13 +68,13 @@ def test_start_a_job_with_a_key_and_watch_it_finish(tmp_path):
             await until(pilot, app, job_ended)
             [row] = row_texts(app.query_one(NodeTable))
             assert row[0] == "local" and row[2] == "ready"
-            assert row[6] == "0/2" and row[7] == "20"  # workers busy/total, chunks done
+            assert row[6] == f"0/{os.cpu_count()}" and row[7] == "20"  # workers busy/total, chunks done
             assert static_text(app, "#job-title") == "job  ok"
             assert static_text(app, "#job-rates").startswith("400 of 400 items")
             assert "20/20 done · 0 failed" in static_text(app, "#job-chunks")
             assert static_text(app, "#job-shares") == "share local 100%"
 
-    run_live([Node("local", transport="local", workers=2)], job, body)
+    run_live(load_inventory(DEFAULT_INVENTORY).nodes, job, body)
     assert json.loads(job.with_suffix(".results.json").read_text())["result"] == sum(x * x for x in range(400))
 
 
