@@ -26,8 +26,10 @@ __all__ = ["AgentLink", "start_local_agent", "CODE_ROOT", "pump_lines"]
 CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
 """The directory holding the nodeagent and jobs packages."""
 
-CALL_TIMEOUT_S = 20.0
-"""A call not answered in this time means the node is gone."""
+CALL_TIMEOUT_S = 10.0
+"""A call not answered in this time means the node is gone (every call is quick)."""
+AGENT_SILENCE_EXIT_S = 60.0
+"""An agent that hears nothing from the console for this long exits (the console calls every second)."""
 
 
 def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
@@ -57,9 +59,9 @@ class AgentLink:
         self.facts: Dict[str, Any] = {"bundle": "local"}
         """What the launcher learnt: shell, python, bundle "uploaded"/"cached"/"local"."""
 
-    def hello(self) -> Dict[str, Any]:
+    def hello(self, silence_exit_s: float = AGENT_SILENCE_EXIT_S) -> Dict[str, Any]:
         """The node's description; raises NodeError when its protocol differs."""
-        info = pickle.loads(self._root.hello(nodeagent.PROTOCOL_VERSION))
+        info = pickle.loads(self._root.hello(nodeagent.PROTOCOL_VERSION, silence_exit_s))
         self.info = info
         if info.get("protocol") != nodeagent.PROTOCOL_VERSION:
             raise NodeError(
@@ -88,12 +90,13 @@ class AgentLink:
         """Drop these chunks on the agent."""
         self._root.cancel(tuple(chunks))
 
-    def close(self) -> None:
-        """Stop the agent's pool, close the stream; the agent exits on EOF."""
-        try:
-            self._root.shutdown()
-        except Exception:  # the agent may already be gone; closing is all that is left
-            pass
+    def close(self, graceful: bool = True) -> None:
+        """Stop the agent's pool (unless the link is known dead), close the stream; the agent exits on EOF."""
+        if graceful:
+            try:
+                self._root.shutdown()
+            except Exception:  # the agent may already be gone; closing is all that is left
+                pass
         try:
             self._conn.close()
         except Exception:

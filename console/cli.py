@@ -154,9 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             snapshot = cluster.snapshot()
         document = run.document
         assert document is not None
+        shown.print(render_summary(document, snapshot))
     finally:
         cluster.close()
-    shown.print(render_summary(document, snapshot))
     if document.get("write_error"):
         shown.print(Text(document["write_error"], style="bold red"), soft_wrap=True)
         return EXIT_FAILED

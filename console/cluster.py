@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from console.agentlink import AgentLink, start_local_agent
-from console.errors import ConsoleError, NoNodesError, UsageError
+from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import Node
 from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
@@ -41,6 +41,8 @@ PREFETCH = 2
 RECONNECT_ATTEMPTS = 3
 COLLECT_WAIT_S = 0.2
 METRICS_EVERY_S = 1.0
+CLOSE_WAIT_S = 5.0
+"""How long closing waits for the sessions in all; an agent left behind exits on its own."""
 
 
 def launch_local(node: Node, session: "NodeSession") -> AgentLink:
@@ -92,6 +94,8 @@ class NodeSession(threading.Thread):
         self.log_lines: Deque[str] = deque(maxlen=200)
         self.outbox: Deque[Instruction] = deque()
         self.workers: Optional[int] = None
+        self.draining = False
+        """The operator drained this node: it gets no new chunks, even after a reconnect."""
         self.rate = RateMeter()
         self.stopping = threading.Event()
         self._link: Optional[AgentLink] = None
@@ -116,41 +120,39 @@ class NodeSession(threading.Thread):
     # -- the thread ------------------------------------------------------------------
 
     def run(self) -> None:
+        """Bring the agent up and serve; once the node has been up, a broken link is retried."""
+        was_up = False
         attempt = 0
         while not self.stopping.is_set():
             try:
                 self.set_state("connecting")
                 self._link = self.cluster.launcher(self.node, self)
                 self.info = self._link.hello()
-                attempt = 0
+                was_up, attempt = True, 0
                 self.set_state("ready")
                 self._serve()
-            except ConsoleError as exc:
-                self._drop(str(exc))
-                self.set_state("failed", str(exc))
-                return
-            except Exception as exc:  # the stream broke: EOF, timeout, reset
-                reason = _describe(exc)
-                self._drop(reason)
+            except Exception as exc:  # ConsoleError is a sentence already; anything else is a broken stream
+                reason = str(exc) if isinstance(exc, ConsoleError) else f"{self.node.name}: {_describe(exc)}"
+                self._drop(reason, graceful=not isinstance(exc, TimeoutError))
                 if self.stopping.is_set():
                     break
                 attempt += 1
-                if attempt > RECONNECT_ATTEMPTS or self.state in ("pending", "connecting", "bootstrapping"):
-                    self.set_state("failed", f"{self.node.name}: {reason}; giving up after {attempt} attempt(s).")
+                if not was_up or isinstance(exc, HostKeyError) or attempt > RECONNECT_ATTEMPTS:
+                    tail = f" (gave up after {attempt} attempts)" if was_up and attempt > 1 else ""
+                    self.set_state("failed", reason + tail)
                     return
-                self.set_state("lost", f"{self.node.name}: {reason} (reconnecting, attempt {attempt} "
-                                       f"of {RECONNECT_ATTEMPTS}).")
+                self.set_state("lost", f"{reason} (reconnecting: attempt {attempt} of {RECONNECT_ATTEMPTS})")
                 self.stopping.wait(min(2 ** (attempt - 1), 8))
         self._drop("stopped")
         self.set_state("pending")
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, graceful: bool = True) -> None:
         """Tell the scheduler the node is gone, and close what is left of the link."""
         link, self._link = self._link, None
         self._generation = -1
         self.cluster.node_lost(self.node.name, reason)
         if link is not None:
-            link.close()
+            link.close(graceful)
 
     def _serve(self) -> None:
         link = self._link
@@ -180,7 +182,11 @@ class NodeSession(threading.Thread):
         settings = dict(job.settings, workers=self.node.workers)
         self.workers = link.start_job(settings)
         self._generation = job.generation
-        self.cluster.handle([NodeJoined(self.node.name, self.workers, time.monotonic())])
+        now = time.monotonic()
+        events: List[Event] = [NodeJoined(self.node.name, self.workers, now)]
+        if self.draining:
+            events.append(NodeDraining(self.node.name, now))
+        self.cluster.handle(events)
 
     def _flush(self, link: AgentLink) -> None:
         job = self.cluster.job
@@ -266,9 +272,7 @@ class Cluster:
             raise UsageError(f"no node named {node!r}.")
         session = self.sessions.get(node)
         if session is not None:
-            with self.lock:
-                if session.state in ("ready", "busy"):
-                    session.state = "draining"
+            session.draining = True
         self.handle([NodeDraining(node, time.monotonic())])
 
     def start_job(self, job: Any, resume: bool = False) -> JobRun:
@@ -314,8 +318,9 @@ class Cluster:
         for session in sessions:
             session.stop()
             self.wake[session.node.name].set()
+        deadline = time.monotonic() + CLOSE_WAIT_S
         for session in sessions:
-            session.join(10)
+            session.join(max(deadline - time.monotonic(), 0.1))
         with self.lock:
             if self.job is not None:
                 self.job.journal.close()
@@ -450,14 +455,6 @@ class Cluster:
             document["reason"] = job.reason
         return document
 
-    def require_nodes(self) -> None:
-        """Raise NoNodesError when every session failed (each error named)."""
-        with self.lock:
-            sessions = list(self.sessions.values())
-        if sessions and all(s.state == "failed" for s in sessions):
-            details = " ".join(s.error or f"{s.node.name}: failed." for s in sessions)
-            raise NoNodesError(f"no node of the inventory is usable. {details}")
-
     # -- snapshots -------------------------------------------------------------------
 
     def snapshot(self) -> ClusterSnapshot:
@@ -501,7 +498,7 @@ class Cluster:
         load = metrics.get("load")
         state = session.state
         if state in ("ready", "busy"):
-            state = "busy" if tally is not None and tally.held else "ready"
+            state = "draining" if session.draining else "busy" if tally is not None and tally.held else "ready"
         return NodeSnapshot(
             name=node.name, transport=node.transport, address=node.address, tags=node.tags,
             state=state, error=session.error,  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ __all__ = [
     "JobFileError",
     "NodeError",
     "HostKeyError",
-    "NoNodesError",
 ]
 
 
@@ -42,8 +41,3 @@ class NodeError(ConsoleError):
 class HostKeyError(NodeError):
     """A node's host key is unknown or has changed: refused until the operator decides."""
 
-
-class NoNodesError(ConsoleError):
-    """No node of the inventory could take work."""
-
-    exit_code = 3

@@ -8,6 +8,8 @@ waits for outcomes, and exits when its stdin closes (the session ended).
 
 import os
 import sys
+import threading
+import time
 
 import rpyc
 
@@ -15,6 +17,21 @@ from nodeagent.service import AgentService, log
 from nodeagent.stream import claim_stdio
 
 SERVING_THREADS = 4
+
+
+def watch_for_silence(service: AgentService) -> None:
+    """Exit when the console has said nothing for `service.silence_exit_s`.
+
+    The console calls at least once a second while connected; a long silence means it
+    is gone, which a network partition can hide from sshd (and so from stdin) for hours.
+    """
+    while True:
+        time.sleep(min(5.0, service.silence_exit_s / 4))
+        silent = time.monotonic() - service.last_call
+        if silent > service.silence_exit_s:
+            log("no word from the console in %d s, exiting" % silent)
+            service.on_disconnect(None)
+            os._exit(0)
 
 
 def main() -> int:
@@ -27,6 +44,7 @@ def main() -> int:
         config={"allow_public_attrs": False, "allow_pickle": False, "sync_request_timeout": None},
     )
     log("serving on stdin/stdout (python %s, pid %d)" % (sys.version.split()[0], os.getpid()))
+    threading.Thread(target=watch_for_silence, args=(service,), name="watchdog", daemon=True).start()
     try:
         conn.serve_threaded(SERVING_THREADS)
     except Exception as exc:  # the stream broke: the console is gone either way

@@ -89,6 +89,10 @@ class AgentService(rpyc.Service):
         self._pool: Optional[ChunkPool] = None
         self._job: Dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.last_call = time.monotonic()
+        """When the console last called; the agent's watchdog exits after a long silence."""
+        self.silence_exit_s = 60.0
+        """Silence after which the agent takes the console for gone (set by hello)."""
 
     def on_disconnect(self, conn: Any) -> None:
         self._close_pool()
@@ -99,8 +103,10 @@ class AgentService(rpyc.Service):
         if pool is not None:
             pool.close()
 
-    def exposed_hello(self, console_protocol: int) -> bytes:
+    def exposed_hello(self, console_protocol: int, silence_exit_s: float = 60.0) -> bytes:
         """Describe the node; the console refuses the agent when protocols differ."""
+        self.last_call = time.monotonic()
+        self.silence_exit_s = max(float(silence_exit_s), 1.0)
         info = describe_node(self._sampler)
         if console_protocol != PROTOCOL_VERSION:
             log("console speaks protocol %s, this agent %s" % (console_protocol, PROTOCOL_VERSION))
@@ -108,6 +114,7 @@ class AgentService(rpyc.Service):
 
     def exposed_start_job(self, job: bytes) -> int:
         """Take a job's settings and files, start a fresh pool for it; returns the pool size."""
+        self.last_call = time.monotonic()
         settings = pickle.loads(job)
         settings["paths"] = [store_job_files(settings.pop("files", {}))] + list(settings.get("paths", ()))
         workers = settings.get("workers") or os.cpu_count() or 1
@@ -121,6 +128,7 @@ class AgentService(rpyc.Service):
 
     def exposed_submit(self, batch: bytes) -> None:
         """Queue a batch of `(chunk, attempt, items_bytes)` for the pool."""
+        self.last_call = time.monotonic()
         pool, job = self._pool, self._job
         if pool is None:
             raise RuntimeError("submit before start_job")
@@ -132,6 +140,7 @@ class AgentService(rpyc.Service):
 
     def exposed_collect(self, wait: float) -> bytes:
         """Outcomes finished since the last call (waiting up to `wait` s for one), pickled."""
+        self.last_call = time.monotonic()
         pool = self._pool
         if pool is None:
             time.sleep(min(wait, 0.05))
@@ -144,6 +153,7 @@ class AgentService(rpyc.Service):
 
     def exposed_metrics(self) -> bytes:
         """CPU per core, memory and load since the previous call, pickled."""
+        self.last_call = time.monotonic()
         with self._sampler_lock:
             sample = self._sampler.sample()
         pool = self._pool
@@ -152,10 +162,12 @@ class AgentService(rpyc.Service):
 
     def exposed_cancel(self, chunks: tuple) -> None:
         """Drop these chunks, killing the workers that run them."""
+        self.last_call = time.monotonic()
         pool = self._pool
         if pool is not None:
             pool.cancel(tuple(chunks))
 
     def exposed_shutdown(self) -> None:
         """Stop the pool; the process exits when the console closes the stream."""
+        self.last_call = time.monotonic()
         self._close_pool()

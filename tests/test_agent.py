@@ -123,3 +123,14 @@ def test_agent_of_another_protocol_is_refused_with_both_versions(monkeypatch):
             agent.hello()
     finally:
         agent.close()
+
+
+def test_agent_exits_after_a_long_silence_from_the_console():
+    """A console that stops calling (killed behind a network partition) loses its agent after the silence."""
+    agent = start_local_agent(sys.executable, lambda line: None)
+    try:
+        pid = agent.hello(silence_exit_s=2.0)["pid"]
+        gone, alive = psutil.wait_procs([psutil.Process(pid)], timeout=10)
+        assert gone and not alive
+    finally:
+        agent.close(graceful=False)

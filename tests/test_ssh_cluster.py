@@ -200,3 +200,54 @@ def test_host_alias_from_ssh_config(net_cluster_3, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [row] = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["lab-a"]]
     assert row[1] == "lab-a:22" and row[-1] == "ok"
+
+
+def run_in_background(job, inventory):
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventory)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def slow_job(tmp_path, items=240, chunk_size=4):
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nfunction = "faulty:slow_square"\nfiles = ["{FAULTY}"]\nchunk_size = {chunk_size}\n'
+                   f'[input]\nrange = [0, {items}]\n[output]\npath = "{tmp_path / "out.json"}"\n')
+    return job
+
+
+def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
+    """node2's agent is SIGKILLed mid-job: its session reconnects, its chunks rerun, each counts once."""
+    inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
+    console = run_in_background(slow_job(tmp_path), inventory)
+    node2 = net_cluster_3.node("node2")
+    assert wait_for(lambda: len(agent_pids(net_cluster_3, node2)) >= 3, 30)
+    time.sleep(1.0)
+    agent = next(pid for pid, cmd in net_cluster_3.processes_in(node2) if "cluster-console/agent-" in cmd)
+    os.kill(agent, signal.SIGKILL)
+    output, _ = console.communicate(timeout=120)
+    assert console.returncode == 0, output
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["result"] == [x * x for x in range(240)]
+    assert doc["chunks"] == {"total": 60, "done": 60, "failed": 0}
+    assert sum(share["items"] for share in doc["nodes"].values()) == 240
+    assert "node node2 is lost: node2: the agent's stream closed" in output
+
+
+def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
+    """node2's link goes down mid-job: its chunks are re-run elsewhere, the result is exact, no agent stays."""
+    cluster = make_net_cluster(n=3)
+    inventory = cluster.write_inventory(tmp_path / "inventory.toml", connect_timeout=2)
+    console = run_in_background(slow_job(tmp_path), inventory)
+    node2 = cluster.node("node2")
+    try:
+        assert wait_for(lambda: len(agent_pids(cluster, node2)) >= 3, 30)
+        time.sleep(1.0)
+        cluster.link_down(node2)
+        output, _ = console.communicate(timeout=120)
+    finally:
+        cluster.link_up(node2)
+    assert console.returncode == 0, output
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["result"] == [x * x for x in range(240)]
+    assert doc["chunks"] == {"total": 60, "done": 60, "failed": 0}
+    assert sum(share["items"] for share in doc["nodes"].values()) == 240
+    assert doc["nodes"]["node1"]["chunks"] + doc["nodes"]["node3"]["chunks"] > 40
