@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -80,31 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="skip chunks already in OUTPUT.journal from an earlier run of the same job")
 
-    boot = sub.add_parser(
-        "bootstrap", help="prepare the inventory's nodes (connect, probe, deploy, start, stop)",
-        description="Connect to every node (or the named ones) in parallel, find its OS, architecture and "
-                    "Python, upload the agent bundle when the node lacks it, start the agent, check its "
-                    "protocol version, and stop it. Prints one row per node; a node that fails shows why.",
-        epilog="example: console bootstrap --inventory lab.toml pi-3 ws-1\nsee also: console status, console trust")
-    inventory_option(boot)
-    boot.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
-
-    status = sub.add_parser(
-        "status", help="probe the inventory's nodes without starting anything",
-        description="Connect to every node in parallel and show OS, architecture, Python, cores and "
-                    "whether the current agent bundle is already there.",
-        epilog="example: console status\nsee also: console bootstrap")
-    inventory_option(status)
-    status.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
+    for name, summary, description, example in (
+        ("bootstrap", "prepare the inventory's nodes (connect, probe, deploy, start, stop)",
+         "Connect to every node (or the named ones) in parallel, find its OS, architecture and Python, "
+         "upload the agent bundle when the node lacks it, start the agent, check its protocol version, "
+         "and stop it. Prints one row per node; a node that fails shows why.",
+         "console bootstrap --inventory lab.toml pi-3 ws-1\nsee also: console status, console trust"),
+        ("status", "probe the inventory's nodes without starting anything",
+         "Connect to every node (or the named ones) in parallel and show OS, architecture, Python, cores "
+         "and whether the current agent bundle is already there.",
+         "console status\nsee also: console bootstrap"),
+    ):
+        nodes_command = sub.add_parser(name, help=summary, description=textwrap.fill(description, 78),
+                                       epilog=f"example: {example}",
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        inventory_option(nodes_command)
+        nodes_command.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
 
     trust = sub.add_parser(
         "trust", help="pin a node's SSH host key into the inventory's known_hosts",
-        description="Fetch the host key the node presents, show its fingerprint and, once you confirm, "
-                    "append it to the node's known_hosts file (the inventory's known_hosts, else "
-                    "~/.ssh/known_hosts). Compare the fingerprint with the node's own "
-                    "'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you say yes. "
-                    "A key that differs from one already pinned is never replaced.",
-        epilog="example: console trust pi-3\nsee also: console bootstrap")
+        description=textwrap.fill(
+            "Fetch the host key the node presents, show its fingerprint and, once you confirm, append it to "
+            "the node's known_hosts file (the inventory's known_hosts, else ~/.ssh/known_hosts). Compare the "
+            "fingerprint with the node's own 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you "
+            "say yes. A key that differs from one already pinned is never replaced.", 78),
+        epilog="example: console trust pi-3\nsee also: console bootstrap",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     inventory_option(trust)
     trust.add_argument("node", metavar="NODE", help="node name")
     trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")

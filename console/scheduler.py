@@ -315,6 +315,9 @@ class Scheduler:
         if chunk is None or tally is None or chunk.holders.get(ev.node) is None or ev.chunk not in tally.held:
             self._record(ev.chunk, "dropped", ev.node, ev.t, "result from a node that does not hold it")
             return
+        if ev.attempt != chunk.attempt:
+            self._record(ev.chunk, "dropped", ev.node, ev.t, f"result of stale attempt {ev.attempt}")
+            return
         del chunk.holders[ev.node]
         tally.held.discard(chunk.id)
         losers = tuple(chunk.holders)
@@ -340,6 +343,9 @@ class Scheduler:
         tally = self.nodes.get(ev.node)
         if chunk is None or tally is None or chunk.state != "sent" or ev.node not in chunk.holders:
             self._record(ev.chunk, "dropped", ev.node, ev.t, "failure from a node that does not hold it")
+            return
+        if ev.attempt != chunk.attempt:
+            self._record(ev.chunk, "dropped", ev.node, ev.t, f"failure of stale attempt {ev.attempt}")
             return
         del chunk.holders[ev.node]
         tally.held.discard(chunk.id)

@@ -612,3 +612,17 @@ def test_random_interleavings_count_every_chunk_exactly_once(seed: int) -> None:
     assert pos == total
     if chunk_size is not None:
         assert all(c.count == chunk_size or c.start + c.count == total for c in s.chunks.values())
+
+
+def test_result_of_a_stale_attempt_is_dropped(make):
+    """ws-1 holds chunk 0 at attempt 2; a late answer for attempt 1 neither counts nor fails it."""
+    s = make(total_items=10, chunk_size=10, retries=2)
+    s.handle(NodeJoined("ws-1", 1, 0.0))
+    s.handle(ChunkFailed.dummy(0, node="ws-1", attempt=1, t=1.0))
+    assert s.chunks[0].attempt == 2 and s.chunks[0].state == "sent"
+    assert s.handle(ChunkFinished.dummy(0, node="ws-1", attempt=1, t=2.0)) == []
+    assert s.handle(ChunkFailed.dummy(0, node="ws-1", attempt=1, t=2.5)) == []
+    assert s.chunks[0].state == "sent" and s.chunks[0].failures == 1
+    assert [entry[3] for entry in s.story(0)][-2:] == ["result of stale attempt 1", "failure of stale attempt 1"]
+    out = s.handle(ChunkFinished.dummy(0, node="ws-1", attempt=2, t=3.0))
+    assert any(isinstance(i, Journal) for i in out)

@@ -1,0 +1,93 @@
+"""The headless output as plain objects: rendered into a string console, no cluster running."""
+
+import io
+import os
+import threading
+
+from rich.console import Console
+
+from console.headless import PlainReporter, duration, progress_line, render_live, render_summary
+from console.snapshot import ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
+from nodeagent.stream import ThreadedPipeStream
+
+JOB = JobSnapshot(name="factorize", status="running", items_total=1000, items_done=450, chunks_total=20,
+                  chunks_queued=7, chunks_in_flight=4, chunks_done=9, chunks_failed=1, elapsed_s=12.0,
+                  items_per_s=37.5, eta_s=14.7)
+WS1 = NodeSnapshot(name="ws-1", transport="ssh", address="10.0.0.11:22", tags=(), state="busy", workers=4,
+                   workers_busy=4, cpu_percent=97.0, chunks_done=7, items_per_s=30.0)
+PI3 = NodeSnapshot(name="pi-3", transport="ssh", address="10.0.0.23:22", tags=("pi",), state="lost",
+                   error="pi-3 (10.0.0.23:22): no answer within 10 s.")
+SNAPSHOT = ClusterSnapshot(t=0.0, nodes=(WS1, PI3), job=JOB, failures=(
+    FailureRecord(3, "ws-1", "ZeroDivisionError: division by zero", "Traceback...", 3, True, 0.0),))
+
+
+def render(renderable, width=100):
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(renderable)
+    return out.getvalue()
+
+
+def test_duration_and_progress_line():
+    assert [duration(s) for s in (None, 4.4, 65, 3725)] == ["n/a", "4s", "1m05s", "1h02m"]
+    assert progress_line(JOB, 1) == ("factorize: 450/1000 items (45%), 37.5 items/s, 1 node(s) up, "
+                                     "1 chunk(s) failed, ETA 15s")
+
+
+def test_live_view_has_the_bar_rates_and_a_line_per_node():
+    text = render(render_live(SNAPSHOT))
+    assert "450/1,000 items" in text and "37.5/s" in text and "ETA 15s" in text and "1 failed" in text
+    lines = text.splitlines()
+    ws1 = next(line for line in lines if line.startswith("ws-1"))
+    assert ws1.split() == ["ws-1", "busy", "97%", "4/4", "7", "30.0", "0"]
+    pi3 = next(line for line in lines if line.startswith("pi-3"))
+    assert pi3.split() == ["pi-3", "lost", "n/a", "n/a", "0", "0.0", "0"]
+
+
+def test_plain_reporter_says_each_change_once():
+    lines = []
+    reporter = PlainReporter(lines.append, every=2.0)
+    reporter.report(SNAPSHOT, now=0.0)
+    reporter.report(SNAPSHOT, now=1.0)
+    assert lines == [
+        "node pi-3 is lost: pi-3 (10.0.0.23:22): no answer within 10 s.",
+        "chunk 3 failed for good on ws-1 (attempt 3): ZeroDivisionError: division by zero",
+        progress_line(JOB, 1),
+    ]
+    reporter.report(SNAPSHOT, now=2.5)
+    assert lines[-1] == progress_line(JOB, 1) and len(lines) == 4
+
+
+def test_summary_names_failures_and_failed_nodes():
+    document = {"job": "factorize", "status": "failed", "elapsed_s": 12.3,
+                "chunks": {"total": 20, "done": 19, "failed": 1}, "retried_attempts": 2,
+                "nodes": {"ws-1": {"chunks": 19, "items": 950, "busy_seconds": 40.25}},
+                "failures": [{"chunk": 3, "node": "ws-1", "attempt": 3, "error": "ZeroDivisionError: x"}]}
+    failed = NodeSnapshot(name="pi-3", transport="ssh", address="10.0.0.23:22", tags=(), state="failed",
+                          error="pi-3 (10.0.0.23:22): no usable Python.")
+    text = render(render_summary(document, ClusterSnapshot(0.0, (WS1, failed))), width=120)
+    assert "factorize: failed in 12s" in text
+    assert "chunks: 19 done, 1 failed of 20; 2 attempt(s) retried" in text
+    assert "chunk 3 failed for good on ws-1 (attempt 3): ZeroDivisionError: x" in text
+    assert "pi-3 (10.0.0.23:22): no usable Python." in text
+
+
+def test_threaded_pipe_stream_polls_reads_and_ends_like_a_pipe():
+    """The Windows agent's stream, exercised on os pipes here."""
+    to_agent_r, to_agent_w = os.pipe()
+    from_agent_r, from_agent_w = os.pipe()
+    stream = ThreadedPipeStream(to_agent_r, from_agent_w)
+    assert stream.poll(0.05) is False
+    os.write(to_agent_w, b"hello world")
+    assert stream.poll(2.0) is True
+    assert stream.read(5) == b"hello" and stream.read(6) == b" world"
+    stream.write(b"reply")
+    assert os.read(from_agent_r, 100) == b"reply"
+    threading.Timer(0.1, os.close, (to_agent_w,)).start()
+    assert stream.poll(2.0) is True
+    try:
+        stream.read(1)
+    except EOFError:
+        pass
+    else:
+        raise AssertionError("no EOFError at the end of the pipe")
+    assert stream.closed
