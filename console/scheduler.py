@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterable, List, Literal, Optional, Sequence, Set, Tuple, Union
+from typing import Deque, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union
 
 __all__ = [
     "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
@@ -266,6 +266,10 @@ class Scheduler:
         self._per_item_s: Optional[float] = None
         self._chunk_seconds: Deque[float] = deque(maxlen=200)
         self._auto_size = 1
+        self._hungry: Dict[str, None] = {}
+        """Nodes that may have free credit, in the order they freed it (a dict as an ordered set)."""
+        self._sent: Set[int] = set()
+        """Chunks in state "sent"."""
         self._skip_done()
 
     # -- the one entry point --------------------------------------------------------
@@ -291,6 +295,7 @@ class Scheduler:
         if old is not None and old.alive:
             self._lose(old, ev.t, "rejoined")
         tally = NodeTally(ev.node, ev.workers, ev.workers * self.prefetch)
+        self._hungry[ev.node] = None
         if old is not None:
             tally.chunks_done, tally.items_done = old.chunks_done, old.items_done
             tally.busy_seconds, tally.errors = old.busy_seconds, old.errors
@@ -319,10 +324,10 @@ class Scheduler:
             self._record(ev.chunk, "dropped", ev.node, ev.t, f"result of stale attempt {ev.attempt}")
             return
         del chunk.holders[ev.node]
-        tally.held.discard(chunk.id)
+        self._free(tally, chunk.id)
         losers = tuple(chunk.holders)
         for other in losers:
-            self.nodes[other].held.discard(chunk.id)
+            self._free(self.nodes[other], chunk.id)
             self.nodes[other].recent.append((chunk.id, chunk.count, 0.0, "duplicate"))
             out.append(Cancel(other, (chunk.id,)))
         chunk.holders.clear()
@@ -348,7 +353,7 @@ class Scheduler:
             self._record(ev.chunk, "dropped", ev.node, ev.t, f"failure of stale attempt {ev.attempt}")
             return
         del chunk.holders[ev.node]
-        tally.held.discard(chunk.id)
+        self._free(tally, chunk.id)
         tally.errors += 1
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "timeout" if ev.kind == "timeout" else "failed"))
         chunk.failed_on.add(ev.node)
@@ -408,6 +413,10 @@ class Scheduler:
         self.counts[start] -= 1
         self.counts[finish] += 1
         chunk.state = finish
+        if finish == "sent":
+            self._sent.add(chunk.id)
+        else:
+            self._sent.discard(chunk.id)
 
     def _record(self, chunk: int, what: str, node: str, t: float, why: str) -> None:
         self.log.append((chunk, what, what, why, node, t))
@@ -447,32 +456,38 @@ class Scheduler:
         self._skip_done()
         return chunk
 
-    def _live_nodes(self) -> List[NodeTally]:
-        return [t for t in self.nodes.values() if t.alive and not t.draining]
-
     def _dispatch(self, now: float, out: List[Instruction]) -> None:
-        live = self._live_nodes()
-        for tally in live:
-            orders: List[ChunkOrder] = []
+        """Fill the credit of the nodes that freed some; only they are looked at, so an event
+        costs the same with 3 nodes as with 300."""
+        tail: Optional[List[Chunk]] = None
+        for name in list(self._hungry):
+            tally = self.nodes[name]
             credit = tally.credit
+            orders: List[ChunkOrder] = []
             skipped: List[int] = []
             while credit > 0:
-                chunk = self._take_for(tally, live, skipped)
+                chunk = self._take_for(tally, skipped)
                 if chunk is None:
                     break
                 self._send(chunk, tally, now, orders)
                 credit -= 1
             self.queue.extendleft(reversed(skipped))
             if credit > 0 and not self.queue and self._created_all:
-                self._rerun_tail(tally, credit, now, orders)
+                if tail is None:
+                    tail = self._slow_chunks(now)
+                credit -= self._rerun_tail(tally, credit, now, orders, tail)
+            if credit == 0:
+                del self._hungry[name]
             if orders:
                 out.append(SendChunks(tally.name, tuple(orders)))
 
-    def _take_for(self, tally: NodeTally, live: Sequence[NodeTally], skipped: List[int]) -> Optional[Chunk]:
+    def _take_for(self, tally: NodeTally, skipped: List[int]) -> Optional[Chunk]:
         while self.queue:
             chunk = self.chunks[self.queue.popleft()]
-            elsewhere = any(t.name not in chunk.failed_on for t in live if t is not tally)
-            if tally.name in chunk.failed_on and elsewhere:
+            if tally.name in chunk.failed_on and any(
+                t.alive and not t.draining and t.name not in chunk.failed_on
+                for t in self.nodes.values() if t is not tally
+            ):
                 skipped.append(chunk.id)
                 continue
             return chunk
@@ -484,18 +499,31 @@ class Scheduler:
         self._transition(chunk, "sent", "SendChunks", tally.name, now)
         orders.append(ChunkOrder(chunk.id, chunk.attempt, chunk.start, chunk.count))
 
-    def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder]) -> None:
+    def _free(self, tally: NodeTally, chunk_id: int) -> None:
+        """The node no longer holds the chunk: it has credit to fill."""
+        tally.held.discard(chunk_id)
+        self._hungry[tally.name] = None
+
+    def _slow_chunks(self, now: float) -> List[Chunk]:
+        """Chunks out with one copy for much longer than usual, oldest first."""
         if not self._chunk_seconds:
-            return
+            return []
         usual = sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2]
         slow = [
-            c for c in self.chunks.values()
-            if c.state == "sent" and len(c.holders) == 1 and tally.name not in c.holders
-            and tally.name not in c.failed_on and now - min(c.holders.values()) > max(2 * usual, 0.5)
+            chunk for chunk in (self.chunks[i] for i in self._sent)
+            if len(chunk.holders) == 1 and now - min(chunk.holders.values()) > max(2 * usual, 0.5)
         ]
-        slow.sort(key=lambda c: min(c.holders.values()))
-        for chunk in slow[:credit]:
+        slow.sort(key=lambda chunk: min(chunk.holders.values()))
+        return slow
+
+    def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder],
+                    slow: List[Chunk]) -> int:
+        """Give the node copies of slow chunks it has not held or failed; how many it took."""
+        taken = [c for c in slow if tally.name not in c.holders and tally.name not in c.failed_on][:credit]
+        for chunk in taken:
+            slow.remove(chunk)
             self._send(chunk, tally, now, orders)
+        return len(taken)
 
     def _check_end(self, out: List[Instruction]) -> None:
         if self._created_all and self.counts["queued"] == 0 and self.counts["sent"] == 0:
@@ -542,8 +570,11 @@ class Scheduler:
         assert by_state == self.counts, f"state counts {self.counts} != recount {by_state}"
         assert sorted(self.queue) == sorted(c.id for c in self.chunks.values() if c.state == "queued"), \
             "queue does not match the queued chunks"
+        assert self._sent == {c.id for c in self.chunks.values() if c.state == "sent"}, "sent set is stale"
         for tally in self.nodes.values():
             assert 0 <= len(tally.held) <= tally.capacity, f"{tally.name} holds {len(tally.held)} chunks"
+            assert tally.credit == 0 or tally.name in self._hungry or self.status != "running", \
+                f"{tally.name} has credit {tally.credit} but is not offered work"
             assert tally.alive or not tally.held, f"lost node {tally.name} still holds chunks"
         done_items = sum(c.count for c in self.chunks.values() if c.state == "done")
         assert done_items == self.items_done, f"items_done {self.items_done} != {done_items}"
