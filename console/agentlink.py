@@ -13,7 +13,7 @@ import pickle
 import subprocess
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import rpyc
 from rpyc.core.stream import PipeStream, Stream
@@ -21,7 +21,7 @@ from rpyc.core.stream import PipeStream, Stream
 import nodeagent
 from console.errors import NodeError
 
-__all__ = ["AgentLink", "start_local_agent", "CODE_ROOT", "pump_lines"]
+__all__ = ["AgentLink", "Progress", "start_local_agent", "CODE_ROOT", "pump_lines"]
 
 CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
 """The directory holding the nodeagent and jobs packages."""
@@ -30,6 +30,16 @@ CALL_TIMEOUT_S = 10.0
 """A call not answered in this time means the node is gone (every call is quick)."""
 AGENT_SILENCE_EXIT_S = 60.0
 """An agent that hears nothing from the console for this long exits (the console calls every second)."""
+
+
+class Progress(Protocol):
+    """What a launcher reports to while it brings an agent up (a NodeSession, or bootstrap's recorder)."""
+
+    def set_state(self, state: str, error: Optional[str] = None) -> None:
+        """The node moved on: "connecting", "bootstrapping", ..."""
+
+    def log(self, line: str) -> None:
+        """One line of the agent's log."""
 
 
 def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:

@@ -28,8 +28,7 @@ from typing import Dict, Optional, Tuple
 
 import rpyc
 
-import nodeagent
-from console.agentlink import CODE_ROOT, AgentLink, pump_lines
+from console.agentlink import CODE_ROOT, AgentLink, Progress, pump_lines
 from console.errors import NodeError
 from console.inventory import Node
 from console.ssh import ChannelStream, NodeConnection
@@ -230,7 +229,7 @@ def _makedirs(sftp, path: str) -> None:
             sftp.mkdir(current)
 
 
-def launch_ssh(node: Node, session) -> AgentLink:
+def launch_ssh(node: Node, session: Progress) -> AgentLink:
     """Connect, probe, deploy and start the node's agent; the link to it.
 
     `session` gets `set_state(...)` as the node moves on and `log(line)` for the
@@ -273,6 +272,5 @@ def launch_ssh(node: Node, session) -> AgentLink:
     except BaseException:
         close()
         raise
-    link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached",
-                  "protocol": nodeagent.PROTOCOL_VERSION}
+    link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached"}
     return link

@@ -64,7 +64,7 @@ def _bootstrap_one(node: Node) -> NodeReport:
         if node.transport == "local":
             link = start_local_agent(node.python or sys.executable, _Recorder().log)
         else:
-            from console.bootstrap import launch_ssh
+            from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
 
             link = launch_ssh(node, _Recorder())
         try:
@@ -85,7 +85,7 @@ def _status_one(node: Node) -> NodeReport:
     if node.transport == "local":
         return NodeReport(node.name, "local", sys.platform, platform.machine(), platform.python_version(),
                           os.cpu_count(), "local", None, time.monotonic() - started)
-    from console.bootstrap import deploy, probe
+    from console.bootstrap import deploy, probe  # paramiko loads only when a node needs it
     from console.ssh import NodeConnection
 
     conn = NodeConnection(node)

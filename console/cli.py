@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from console.errors import ConsoleError
+from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import DEFAULT_INVENTORY, load_inventory
 
 __all__ = ["main", "build_parser"]
@@ -216,8 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_trust(args: argparse.Namespace) -> int:
     """`console trust NODE`: show the node's host key and pin it on confirmation."""
-    from console.errors import HostKeyError, UsageError
-    from console.ssh import fetch_host_key, fingerprint, known_hosts_path, pin_host_key
+    from console.ssh import fetch_host_key, fingerprint, known_hosts_path, pin_host_key, pinned_key
 
     inventory = load_inventory(args.inventory or default_inventory())
     [node] = inventory.select([args.node])
@@ -228,10 +227,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
     out = Console()
     out.print(f"{node.name} ({target.hostname}:{target.port}) presents {key.get_name()} {fingerprint(key)}",
               markup=False, highlight=False, soft_wrap=True)
-    import paramiko
-
-    pinned = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
-    existing = (pinned.lookup(target.host_key_name) or {}).get(key.get_name())
+    existing = pinned_key(known_hosts, target, key.get_name())
     if existing is not None and existing == key:
         out.print(f"already trusted in {known_hosts}.", markup=False, highlight=False)
         return EXIT_OK

@@ -11,6 +11,7 @@ A clock thread ticks the scheduler (tail re-runs) and the throughput meters.
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 import time
 from collections import deque
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from console.agentlink import AgentLink, start_local_agent
+from console.agentlink import AgentLink, Progress, start_local_agent
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import Node
 from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
-from console.jobspec import JobSpec
+from console.jobspec import JobSpec, load_job
 from console.rates import RateMeter
 from console.results import reduce_values, write_results
 from console.scheduler import (
@@ -34,7 +35,7 @@ from console.snapshot import ChunkRecord, ClusterSnapshot, FailureRecord, JobSna
 
 __all__ = ["Cluster", "NodeSession", "JobRun", "Launcher"]
 
-Launcher = Callable[[Node, "NodeSession"], AgentLink]
+Launcher = Callable[[Node, Progress], AgentLink]
 """Brings a node's agent up: connect, prepare, start; raises ConsoleError with a sentence."""
 
 PREFETCH = 2
@@ -45,10 +46,8 @@ CLOSE_WAIT_S = 5.0
 """How long closing waits for the sessions in all; an agent left behind exits on its own."""
 
 
-def launch_local(node: Node, session: "NodeSession") -> AgentLink:
+def launch_local(node: Node, session: Progress) -> AgentLink:
     """The local node: the agent is a child process of the console."""
-    import sys
-
     session.set_state("bootstrapping")
     return start_local_agent(node.python or sys.executable, session.log)
 
@@ -249,7 +248,7 @@ class Cluster:
         if node.transport == "local":
             return self._local_launcher(node, session)
         if self._ssh_launcher is None:
-            from console.bootstrap import launch_ssh
+            from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
 
             self._ssh_launcher = launch_ssh
         return self._ssh_launcher(node, session)
@@ -277,8 +276,6 @@ class Cluster:
 
     def start_job(self, job: Any, resume: bool = False) -> JobRun:
         """Start a job (a JobSpec, or the path of a job file) on the cluster."""
-        from console.jobspec import load_job
-
         spec = job if isinstance(job, JobSpec) else load_job(Path(job))
         custom = check_job_code(spec)
         with self.lock:

@@ -26,7 +26,7 @@ from console.errors import HostKeyError, NodeError
 from console.inventory import Node
 
 __all__ = ["SSHTarget", "resolve_target", "NodeConnection", "ChannelStream", "fingerprint", "fetch_host_key",
-           "pin_host_key", "known_hosts_path"]
+           "pinned_key", "pin_host_key", "known_hosts_path"]
 
 KEEPALIVE_S = 5
 
@@ -229,6 +229,13 @@ def fetch_host_key(node: Node, ssh_config: Optional[Path] = None) -> Tuple[SSHTa
         raise NodeError(f"{where}: SSH handshake failed ({exc}).") from None
     finally:
         transport.close()
+
+
+def pinned_key(known_hosts: Path, target: SSHTarget, key_type: str) -> Optional[paramiko.PKey]:
+    """The key of this type known_hosts pins for the target, if any."""
+    if not known_hosts.exists():
+        return None
+    return (paramiko.HostKeys(str(known_hosts)).lookup(target.host_key_name) or {}).get(key_type)
 
 
 def pin_host_key(known_hosts: Path, target: SSHTarget, key: paramiko.PKey) -> None:
