@@ -8,23 +8,19 @@ same `AgentLink` over their session channel (console/bootstrap.py).
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import threading
-from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import rpyc
 from rpyc.core.stream import PipeStream, Stream
 
 import nodeagent
+from console.bundle import local_bundle
 from console.errors import NodeError
 
-__all__ = ["AgentLink", "Progress", "start_local_agent", "CODE_ROOT", "pump_lines"]
-
-CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
-"""The directory holding the nodeagent and jobs packages."""
+__all__ = ["AgentLink", "Progress", "start_local_agent", "pump_lines"]
 
 CALL_TIMEOUT_S = 10.0
 """A call not answered in this time means the node is gone (every call is quick)."""
@@ -115,13 +111,11 @@ class AgentLink:
 
 
 def start_local_agent(python: str, log: Callable[[str], None]) -> AgentLink:
-    """Run `python -m nodeagent` here as a child process and connect over its pipes."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_ROOT), env.get("PYTHONPATH", "")) if p)
+    """Run the agent bundle here as a child process and connect over its pipes."""
     try:
         proc = subprocess.Popen(
-            [python, "-m", "nodeagent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, start_new_session=True,
+            [python, str(local_bundle())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
         )
     except OSError as exc:
         raise NodeError(f"cannot start the local agent with {python!r}: {exc.strerror or exc}.") from None

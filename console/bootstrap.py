@@ -6,34 +6,26 @@ command, for a POSIX shell, cmd.exe and PowerShell. One probe command tells the
 three apart (`echo %OS% $env:OS $OSTYPE`: cmd expands the first, PowerShell the
 second, a POSIX shell neither).
 
-The bundle is one zip: nodeagent, the project's jobs package and the pure-Python
-rpyc from the console's own environment, plus a `__main__.py`, so the node runs
-`python agent-<hash>.zip`. It is uploaded by SFTP into the user's cache
+The bundle (console/bundle.py) is uploaded by SFTP into the user's cache
 directory under its content hash, so an unchanged node gets nothing uploaded.
 The job's own files travel later, over the agent's stream (console/cluster.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import posixpath
 import shlex
 import time
-import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import rpyc
-
-from console.agentlink import CODE_ROOT, AgentLink, Progress, pump_lines
+from console.agentlink import AgentLink, Progress, pump_lines
+from console.bundle import bundle
 from console.errors import NodeError
 from console.inventory import Node
 from console.ssh import ChannelStream, NodeConnection
 
-__all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "bundle", "deploy", "launch_ssh",
+__all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "deploy", "launch_ssh",
            "PYTHON_CANDIDATES", "PROBE_SCRIPT"]
 
 SHELL_PROBE = 'echo %OS% $env:OS $OSTYPE; uname -sm; echo "${XDG_CACHE_HOME:-$HOME/.cache}"'
@@ -161,27 +153,6 @@ def probe(conn: NodeConnection) -> NodeFacts:
         return NodeFacts(shell, os_name, machine, answer[1].strip(), version, int(cores), lines[1])
     hint = "fix python in the inventory" if node.python else "install Python 3.9+ or set python = \"...\" in the inventory"
     raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
-
-
-@lru_cache(maxsize=1)
-def bundle() -> Tuple[str, bytes]:
-    """(content hash, zip bytes) of the agent bundle built from this console's own code."""
-    rpyc_root = Path(rpyc.__file__).resolve().parent.parent
-    sources = [(CODE_ROOT, "nodeagent"), (CODE_ROOT, "jobs"), (rpyc_root, "rpyc")]
-    files: Dict[str, bytes] = {}
-    for base, package in sources:
-        for path in sorted((base / package).rglob("*.py")):
-            files[path.relative_to(base).as_posix()] = path.read_bytes()
-    files["__main__.py"] = (b"import sys\nfrom nodeagent.__main__ import main\n"
-                            b"if __name__ == '__main__':\n    sys.exit(main())\n")
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), files[name])
-    return digest.hexdigest()[:16], buffer.getvalue()
 
 
 def deploy(conn: NodeConnection, facts: NodeFacts, upload: bool = True) -> Tuple[str, Optional[bool]]:

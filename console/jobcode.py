@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from console.agentlink import CODE_ROOT
+from console.bundle import CODE_ROOT
 from console.errors import JobFileError
 from console.jobspec import JobSpec
 from console.tomlfile import locate

@@ -134,3 +134,22 @@ def test_agent_exits_after_a_long_silence_from_the_console():
         assert gone and not alive
     finally:
         agent.close(graceful=False)
+
+
+PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3"
+
+
+@pytest.mark.skipif(not os.path.exists(PYTHON39), reason=f"no Python 3.9 at {PYTHON39}")
+def test_agent_runs_on_python_3_9_without_psutil_or_rpyc_installed(tmp_path):
+    """The bundle carries rpyc: a bare Python 3.9 runs a job, with CPU from the fallback."""
+    job = write_job(tmp_path, function="faulty:square", items=range(30), chunk_size=4, reduce="sum")
+    cluster = Cluster([Node("old", transport="local", python=PYTHON39, workers=2)])
+    try:
+        run = cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        assert cluster.wait_job(60) == "ok"
+        info = cluster.sessions["old"].info
+    finally:
+        cluster.close()
+    assert info["python"].startswith("3.9.") and info["metrics"] == "fallback"
+    assert run.document["result"] == sum(x * x for x in range(30))

@@ -152,7 +152,7 @@ def test_auto_chunk_size_gives_the_same_answer(tmp_path):
 def agents_of(pid):
     """Agent processes started by the console with this pid (they outlive it only by a bug)."""
     return [p for p in psutil.process_iter(["cmdline", "ppid"])
-            if p.info["cmdline"] and "nodeagent" in " ".join(p.info["cmdline"]) and p.info["ppid"] == pid]
+            if p.info["cmdline"] and "cluster-console/agent-" in " ".join(p.info["cmdline"]) and p.info["ppid"] == pid]
 
 
 def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):

@@ -1,0 +1,60 @@
+"""The agent bundle: one zip that any Python 3.9+ runs as `python agent-<hash>.zip`.
+
+It holds nodeagent, the project's `jobs` package and the pure-Python rpyc of
+the console's own environment, plus a `__main__.py`; it is named by the hash
+of its content. SSH nodes get it by SFTP (console/bootstrap.py); the local
+node runs it from this machine's cache, so both run the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Tuple
+
+import rpyc
+
+import nodeagent
+
+__all__ = ["CODE_ROOT", "bundle", "local_bundle"]
+
+CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
+"""The directory holding the nodeagent and jobs packages."""
+
+
+@lru_cache(maxsize=1)
+def bundle() -> Tuple[str, bytes]:
+    """(content hash, zip bytes) of the agent bundle built from this console's own code."""
+    rpyc_root = Path(rpyc.__file__).resolve().parent.parent
+    sources = [(CODE_ROOT, "nodeagent"), (CODE_ROOT, "jobs"), (rpyc_root, "rpyc")]
+    files: Dict[str, bytes] = {}
+    for base, package in sources:
+        for path in sorted((base / package).rglob("*.py")):
+            files[path.relative_to(base).as_posix()] = path.read_bytes()
+    files["__main__.py"] = (b"import sys\nfrom nodeagent.__main__ import main\n"
+                            b"if __name__ == '__main__':\n    sys.exit(main())\n")
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), files[name])
+    return digest.hexdigest()[:16], buffer.getvalue()
+
+
+def local_bundle() -> Path:
+    """The bundle in this machine's cache, written there once."""
+    digest, data = bundle()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cluster-console"
+    path = base / f"agent-{digest}.zip"
+    if not path.exists() or path.stat().st_size != len(data):
+        base.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path
