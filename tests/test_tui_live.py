@@ -162,3 +162,26 @@ def test_real_console_under_tmux_runs_the_example(tmp_path):
     result = json.loads((tmp_path / "randsum.results.json").read_text())
     from jobs.randsum import expected
     assert result["status"] == "ok" and result["result"] == expected(range(40))
+
+
+@pytest.mark.sshd
+def test_dashboard_over_three_ssh_nodes(net_cluster_3, tmp_path):
+    """The dashboard on the namespace cluster: three nodes come up, a job spreads over all three."""
+    inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(120), chunk_size=2)
+
+    async def body(cluster, app):
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, app, lambda s: all(n.state == "ready" for n in s.nodes), 60)
+            rows = row_texts(app.query_one(NodeTable))
+            assert [r[0] for r in rows] == ["node1", "node2", "node3"]
+            assert all(r[1].startswith("linux/") and r[2] == "ready" for r in rows)
+            await pilot.press("s", "enter")
+            await until(pilot, app, job_ended, 90)
+            assert static_text(app, "#job-title") == "job  ok"
+            assert all(n.chunks_done > 0 for n in app.snapshot.nodes)
+            shares = static_text(app, "#job-shares")
+            assert all(name in shares for name in ("node1", "node2", "node3"))
+
+    run_live(load_inventory(inventory).nodes, job, body)
+    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(120)]
