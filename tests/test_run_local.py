@@ -194,3 +194,25 @@ def test_resume_refuses_a_journal_of_another_job(tmp_path):
     assert proc.returncode == 2
     assert "was written for a different job" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_cancels_writes_what_is_done_and_exits_130(tmp_path):
+    """SIGINT mid-job: status "cancelled", the chunks done so far in the file, exit 130, no agent left."""
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(400), chunk_size=5)
+    journal = job.with_suffix(".results.json.journal")
+    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 4):
+        time.sleep(0.05)
+    agents = agents_of(console.pid)
+    console.send_signal(signal.SIGINT)
+    out, err = console.communicate(timeout=60)
+    assert console.returncode == 130, out + err
+    doc = results(job)
+    assert doc["status"] == "cancelled"
+    done = doc["chunks"]["done"]
+    assert 4 <= done < 80
+    assert "Traceback" not in err
+    gone, alive = psutil.wait_procs(agents, timeout=10)
+    assert not alive
