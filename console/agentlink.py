@@ -62,8 +62,8 @@ class AgentLink:
         self._root = self._conn.root
         self.info: Dict[str, Any] = {}
         """The agent's answer to hello, once it came."""
-        self.facts: Dict[str, Any] = {"bundle": "local"}
-        """What the launcher learnt: shell, python, bundle "uploaded"/"cached"/"local"."""
+        self.facts: Dict[str, Any] = {}
+        """What the launcher learnt: shell, python, bundle "uploaded"/"written"/"cached"."""
 
     def hello(self, silence_exit_s: float = AGENT_SILENCE_EXIT_S) -> Dict[str, Any]:
         """The node's description; raises NodeError when its protocol differs."""
@@ -112,9 +112,10 @@ class AgentLink:
 
 def start_local_agent(python: str, log: Callable[[str], None]) -> AgentLink:
     """Run the agent bundle here as a child process and connect over its pipes."""
+    bundle_path, bundle_state = local_bundle()
     try:
         proc = subprocess.Popen(
-            [python, str(local_bundle())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [python, str(bundle_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
         )
     except OSError as exc:
@@ -133,5 +134,7 @@ def start_local_agent(python: str, log: Callable[[str], None]) -> AgentLink:
             proc.kill()
             proc.wait(5)
 
-    return AgentLink(PipeStream(proc.stdout, proc.stdin), close)
+    link = AgentLink(PipeStream(proc.stdout, proc.stdin), close)
+    link.facts["bundle"] = bundle_state
+    return link
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from console.agentlink import start_local_agent
+from console.bundle import local_bundle
 from console.errors import ConsoleError
 from console.inventory import Node
 
@@ -36,7 +37,7 @@ class NodeReport:
     python: Optional[str] = None
     cores: Optional[int] = None
     bundle: Optional[str] = None
-    """"uploaded", "cached", "missing" or "local"."""
+    """"uploaded" (SSH) or "written" (local) now, "cached", or "missing"."""
     metrics: Optional[str] = None
     """"psutil" or "fallback", once an agent answered."""
     seconds: float = 0.0
@@ -84,7 +85,7 @@ def _status_one(node: Node) -> NodeReport:
     started = time.monotonic()
     if node.transport == "local":
         return NodeReport(node.name, "local", sys.platform, platform.machine(), platform.python_version(),
-                          os.cpu_count(), "local", None, time.monotonic() - started)
+                          os.cpu_count(), local_bundle(write=False)[1], None, time.monotonic() - started)
     from console.bootstrap import deploy, probe  # paramiko loads only when a node needs it
     from console.ssh import NodeConnection
 

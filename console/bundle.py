@@ -47,14 +47,17 @@ def bundle() -> Tuple[str, bytes]:
     return digest.hexdigest()[:16], buffer.getvalue()
 
 
-def local_bundle() -> Path:
-    """The bundle in this machine's cache, written there once."""
+def local_bundle(write: bool = True) -> Tuple[Path, str]:
+    """The bundle's path in this machine's cache, and "cached", "written" or (write=False) "missing"."""
     digest, data = bundle()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cluster-console"
     path = base / f"agent-{digest}.zip"
-    if not path.exists() or path.stat().st_size != len(data):
-        base.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    return path
+    if path.exists() and path.stat().st_size == len(data):
+        return path, "cached"
+    if not write:
+        return path, "missing"
+    base.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return path, "written"

@@ -69,9 +69,13 @@ class JournalWriter:
 
     def __init__(self, path: Path, fingerprint: str, resume: bool) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not resume or not path.exists() or path.stat().st_size == 0
-        self._file: Optional[IO[str]] = open(path, "w" if fresh else "a", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: Optional[IO[str]] = open(path, "w" if fresh else "a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the journal {path} ({exc.strerror or exc}); "
+                             "choose a results file in a writable directory with --output.") from None
         if fresh:
             self._file.write(json.dumps({"job": fingerprint, "journal": 1}) + "\n")
             self._file.flush()

@@ -129,3 +129,11 @@ def test_missing_job_file_and_bad_option_exit_2(tmp_path):
 def test_default_inventory_is_this_machine():
     inventory = load_inventory(Path(__file__).resolve().parent.parent / "inventory.toml")
     assert [(n.name, n.transport) for n in inventory.nodes] == [("local", "local")]
+
+
+def test_results_file_in_a_directory_that_cannot_exist_exits_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_console("run", "jobs/examples/montecarlo.toml", "--output", str(blocker / "out.json"))
+    assert proc.returncode == 2
+    assert "cannot write the journal" in proc.stderr and "Traceback" not in proc.stderr
