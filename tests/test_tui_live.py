@@ -127,7 +127,8 @@ def test_drain_a_node_and_the_other_finishes_the_job(tmp_path):
 def test_real_console_under_tmux_runs_the_example(tmp_path):
     """`console ui JOB` in a real terminal: s, Enter, and the pane shows the job done."""
     session = f"cc{int(time.time() * 1000) % 100000}"
-    command = (f"cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli ui "
+    # The pause lets a freshly started tmux server settle the pane at 120x40 before the app reads its size.
+    command = (f"sleep 1; cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli ui "
                f"{ROOT / 'jobs/examples/randsum.toml'}")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
 
@@ -150,7 +151,7 @@ def test_real_console_under_tmux_runs_the_example(tmp_path):
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
         screen = wait_pane("randsum  ok", 90)
         assert "4,000,000 of 4,000,000" not in screen  # items are seeds, not draws
-        assert "40 of 40 items" in screen and "20/20 done · 0 failed" in screen
+        assert "40 of 40 items" in screen and "20/20 done · 0 failed" in screen, screen
         assert "share local 100%" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 15

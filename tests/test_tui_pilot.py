@@ -1,7 +1,7 @@
 """The dashboard driven by Pilot on a FakeControl: what it shows, and what each key asks of the control.
 
 Each test polls by hand (`app.poll()`) instead of waiting for the timer, so
-nothing sleeps; `build_app` sets the timer to 60 s and freezes the clock.
+nothing sleeps; `build_app` sets the timer to 60 s and a clock that steps a second per read.
 The coroutines run under `asyncio.run` (see `run_async`), so no async plugin is needed.
 """
 
@@ -335,3 +335,35 @@ async def test_rows_out_of_view_catch_up_when_scrolled_into_view() -> None:
         await pilot.press("ctrl+end")
         await pilot.pause()
         assert str(table.get_row("n099")[-1]) == "7"
+
+
+@run_async
+async def test_node_table_redraws_once_a_second_but_at_once_on_a_state_change() -> None:
+    """Metrics arrive once a second, so the table redraws at that rate; a state change shows at once."""
+    control = FakeControl()
+    now = [0.0]
+    app = ConsoleApp(control, clock=lambda: now[0], poll_interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(NodeTable)
+
+        def ws1_cpu() -> str:
+            return row_texts(table)[0][3]
+
+        before = ws1_cpu()
+        hotter = dataclasses.replace(WS1, cpu_percent=12.0)
+        control.current = dataclasses.replace(SNAPSHOT, nodes=(hotter,) + SNAPSHOT.nodes[1:])
+        now[0] = 0.5
+        app.poll()
+        await pilot.pause()
+        assert ws1_cpu() == before
+        assert app.snapshot is control.current
+        now[0] = 1.1
+        app.poll()
+        await pilot.pause()
+        assert ws1_cpu().split()[0] == "12%"
+        lost = dataclasses.replace(hotter, state="lost")
+        control.current = dataclasses.replace(SNAPSHOT, nodes=(lost,) + SNAPSHOT.nodes[1:])
+        now[0] = 1.2
+        app.poll()
+        await pilot.pause()
+        assert row_texts(table)[0][2] == "lost"

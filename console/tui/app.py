@@ -36,6 +36,8 @@ _CLUSTER_ACTIONS = frozenset(
     {"bootstrap_all", "reconnect_node", "start_job", "cancel_job", "drain_node"}
 )
 """Actions that steer the cluster: off while a modal screen is up."""
+TABLE_REFRESH_S = 1.0
+"""Seconds between node-table redraws when no node changed state."""
 _TABLE_ACTIONS = frozenset({"cycle_sort", "focus_filter", "focus_table"})
 """Actions on the main screen's table: only there."""
 
@@ -59,6 +61,9 @@ class ConsoleApp(App[int]):
 
     snapshot: var[Optional[ClusterSnapshot]] = var(None)
     """The newest snapshot from the control; None until the first poll answers."""
+    table_snapshot: var[Optional[ClusterSnapshot]] = var(None)
+    """What the node table draws: `snapshot` at most once a second (node metrics arrive at that
+    rate, and redrawing DataTable is most of the app's cost), at once when a node's state changes."""
 
     def __init__(
         self,
@@ -78,6 +83,8 @@ class ConsoleApp(App[int]):
         """How long each poll took, snapshot plus widget updates, by `clock`."""
         self._clock = clock
         self._poll_error: Optional[str] = None
+        self._table_at = float("-inf")
+        self._table_states: tuple = ()
 
     def compose(self) -> ComposeResult:
         hint = f"Press s to start {self.job_path}." if self.job_path else "Press s to start a job."
@@ -87,7 +94,7 @@ class ConsoleApp(App[int]):
             id="node-filter",
             compact=True,
         )
-        yield NodeTable(id="nodes").data_bind(ConsoleApp.snapshot)
+        yield NodeTable(id="nodes").data_bind(snapshot=ConsoleApp.table_snapshot)
         with Horizontal(id="bottom"):
             yield JobPanel(hint, id="job").data_bind(ConsoleApp.snapshot)
             yield FailuresPanel(id="failures").data_bind(ConsoleApp.snapshot)
@@ -111,6 +118,10 @@ class ConsoleApp(App[int]):
             return
         self._poll_error = None
         self.snapshot = snapshot
+        states = tuple((node.name, node.state) for node in snapshot.nodes)
+        if start - self._table_at >= TABLE_REFRESH_S or states != self._table_states:
+            self.table_snapshot = snapshot
+            self._table_at, self._table_states = start, states
         self.poll_seconds.append(self._clock() - start)
 
     def watch_snapshot(self, snapshot: Optional[ClusterSnapshot]) -> None:

@@ -1,4 +1,4 @@
-"""A `FakeControl` (records calls, serves canned snapshots) and `build_app()` with a frozen clock.
+"""A `FakeControl` (records calls, serves canned snapshots) and `build_app()` with a stepping clock.
 
 Used by `tests/test_tui_pilot.py` and `tests/test_tui_snapshots.py`; it
 implements `ClusterControl` and nothing more, so the app under test can only
@@ -55,12 +55,19 @@ class FakeControl:
         self._record("close")
 
 
-def frozen_clock() -> float:
-    """A clock that never moves."""
-    return 1000.0
+class SteppingClock:
+    """A clock that moves one second each time it is read: deterministic, and every poll
+    is a second after the last, so the node table redraws on every poll."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
 
 
 def build_app(control: Optional[FakeControl] = None, job_path: Optional[str] = None) -> ConsoleApp:
-    """The dashboard on canned data, with a frozen clock and a slow poll timer."""
+    """The dashboard on canned data, with a stepping clock and a slow poll timer."""
     control = control or FakeControl()
-    return ConsoleApp(control, job_path=job_path, clock=frozen_clock, poll_interval=60.0)
+    return ConsoleApp(control, job_path=job_path, clock=SteppingClock(), poll_interval=60.0)
