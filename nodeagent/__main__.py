@@ -45,14 +45,34 @@ def main() -> int:
     )
     log("serving on stdin/stdout (python %s, pid %d)" % (sys.version.split()[0], os.getpid()))
     threading.Thread(target=watch_for_silence, args=(service,), name="watchdog", daemon=True).start()
-    try:
-        conn.serve_threaded(SERVING_THREADS)
-    except Exception as exc:  # the stream broke: the console is gone either way
-        log("stream closed: %s" % exc)
-    finally:
-        service.on_disconnect(conn)
+    threads = [threading.Thread(target=serve_until_closed, args=(conn,), name="serve-%d" % i, daemon=True)
+               for i in range(SERVING_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conn.close()
+    service.on_disconnect(conn)
     log("console gone, exiting")
     return 0
+
+
+def serve_until_closed(conn: rpyc.Connection) -> None:
+    """One of the serving threads: answer requests until the stream ends.
+
+    Like rpyc's serve_threaded, but a thread that finds the stream already closed by
+    another one ends quietly instead of printing rpyc's own lock errors.
+    """
+    while not conn.closed:
+        try:
+            conn.serve(None)
+        except EOFError:
+            return
+        except Exception as exc:  # the stream broke under another thread: the console is gone
+            if not conn.closed:
+                log("stream failed: %s: %s" % (type(exc).__name__, exc))
+                conn.close()
+            return
 
 
 if __name__ == "__main__":

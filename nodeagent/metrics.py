@@ -26,6 +26,41 @@ def _load() -> Optional[Tuple[float, float, float]]:
         return None
 
 
+def _busy_percent(before: Any, after: Any) -> float:
+    """CPU busy share between two psutil cpu_times samples of one core (or of all)."""
+
+    def total(t: Any) -> float:
+        return sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+    def idle(t: Any) -> float:
+        return t.idle + getattr(t, "iowait", 0.0)
+
+    span = total(after) - total(before)
+    return 100.0 * (span - (idle(after) - idle(before))) / span if span > 0 else 0.0
+
+
+class _PsutilTimes:
+    """Per-core CPU from psutil.cpu_times, with this object's own previous sample.
+
+    psutil.cpu_percent(interval=None) keeps its previous sample per calling thread, and the
+    agent answers on several threads, so it would read 0% whenever a thread calls for the first time.
+    """
+
+    def __init__(self) -> None:
+        self._last = psutil.cpu_times(percpu=True)
+
+    def cpu(self) -> Tuple[float, Optional[List[float]]]:
+        now = psutil.cpu_times(percpu=True)
+        per_core = [_busy_percent(t0, t1) for t0, t1 in zip(self._last, now)]
+        self._last = now
+        return (sum(per_core) / len(per_core) if per_core else 0.0), per_core
+
+    @staticmethod
+    def memory() -> Tuple[Optional[int], Optional[int]]:
+        mem = psutil.virtual_memory()
+        return mem.total - mem.available, mem.total
+
+
 class _ProcStat:
     """Per-core CPU from /proc/stat and memory from /proc/meminfo (Linux)."""
 
@@ -115,13 +150,13 @@ class Sampler:
 
     def __init__(self, force_fallback: bool = False) -> None:
         self.source = "psutil" if psutil is not None and not force_fallback else "fallback"
-        self._fallback: Any = None
+        self._reader: Any = None
         if self.source == "psutil":
-            psutil.cpu_percent(percpu=True)
+            self._reader = _PsutilTimes()
         elif sys.platform.startswith("linux"):
-            self._fallback = _ProcStat()
+            self._reader = _ProcStat()
         elif os.name == "nt":
-            self._fallback = _WindowsTimes()
+            self._reader = _WindowsTimes()
 
     def sample(self) -> Dict[str, Any]:
         """CPU per core and overall (%), memory used/total (bytes), load averages."""
@@ -129,15 +164,10 @@ class Sampler:
         per_core: Optional[List[float]] = None
         used: Optional[int] = None
         total: Optional[int] = None
-        if self.source == "psutil":
-            per_core = psutil.cpu_percent(percpu=True)
-            overall = sum(per_core) / len(per_core) if per_core else None
-            mem = psutil.virtual_memory()
-            used, total = mem.total - mem.available, mem.total
-        elif self._fallback is not None:
+        if self._reader is not None:
             try:
-                overall, per_core = self._fallback.cpu()
-                used, total = self._fallback.memory()
+                overall, per_core = self._reader.cpu()
+                used, total = self._reader.memory()
             except (OSError, ValueError):
                 pass
         return {

@@ -7,7 +7,9 @@ its stdin, and a SIGKILLed agent costs the job nothing but time.
 import os
 import pickle
 import signal
+import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -153,3 +155,23 @@ def test_agent_runs_on_python_3_9_without_psutil_or_rpyc_installed(tmp_path):
         cluster.close()
     assert info["python"].startswith("3.9.") and info["metrics"] == "fallback"
     assert run.document["result"] == sum(x * x for x in range(30))
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_cpu_is_measured_whatever_thread_asks(fallback):
+    """The agent answers on several threads: a sample taken on a new thread still sees a busy core."""
+    from nodeagent.metrics import Sampler
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        sampler = Sampler(force_fallback=fallback)
+        time.sleep(0.5)
+        samples = []
+        thread = threading.Thread(target=lambda: samples.append(sampler.sample()))
+        thread.start()
+        thread.join()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert samples[0]["cpu_percent"] > 20.0, samples
+    assert max(samples[0]["cpu_per_core"]) > 40.0, samples
