@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
-    from console.cluster import Cluster
+    from console.cluster import NO_USABLE_NODE, Cluster
     from console.headless import render_summary, watch
     from console.jobspec import load_job
 
@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(document, default=str))
     if interrupted:
         return EXIT_INTERRUPTED
-    if document.get("reason") == "no node is usable":
+    if document.get("reason") == NO_USABLE_NODE:
         return EXIT_NO_NODES
     return EXIT_OK if document["status"] == "ok" else EXIT_FAILED
 

@@ -33,7 +33,7 @@ from console.scheduler import (
 )
 from console.snapshot import ChunkRecord, ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
 
-__all__ = ["Cluster", "NodeSession", "JobRun", "Launcher"]
+__all__ = ["Cluster", "NodeSession", "JobRun", "Launcher", "NO_USABLE_NODE"]
 
 Launcher = Callable[[Node, Progress], AgentLink]
 """Brings a node's agent up: connect, prepare, start; raises ConsoleError with a sentence."""
@@ -42,6 +42,8 @@ PREFETCH = 2
 RECONNECT_ATTEMPTS = 3
 COLLECT_WAIT_S = 0.2
 METRICS_EVERY_S = 1.0
+NO_USABLE_NODE = "no node is usable"
+"""The results document's "reason" when every node failed before the job could finish."""
 CLOSE_WAIT_S = 5.0
 """How long closing waits for the sessions in all; an agent left behind exits on its own."""
 
@@ -392,7 +394,7 @@ class Cluster:
                 job.rate.update(now, job.scheduler.items_done)
                 self._route(job.scheduler.handle(Tick(now)))
                 if self.sessions and all(s.state == "failed" for s in self.sessions.values()):
-                    self._end_job(job, "failed", "no node is usable")
+                    self._end_job(job, "failed", NO_USABLE_NODE)
 
     # -- results ------------------------------------------------------------------------
 
