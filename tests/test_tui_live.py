@@ -120,7 +120,7 @@ def test_drain_a_node_and_the_other_finishes_the_job(tmp_path):
             assert app.snapshot.nodes[1].chunks_done == 60 - app.snapshot.nodes[0].chunks_done
 
     run_live([Node("one", transport="local", workers=1), Node("two", transport="local", workers=1)], job, body)
-    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(360)]
+    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(120)]
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
