@@ -223,7 +223,7 @@ class ConsoleApp(App[int]):
         job = self.snapshot.job
         question = (
             f"Job {job.name} is running ({job.chunks_done} chunks done). Quit anyway? "
-            "Chunks in flight are abandoned; finished ones are already journalled."
+            "The job is cancelled; its finished chunks stay in the journal for --resume."
         )
         self.push_screen(QuitScreen(question), lambda quit_: self.exit(0) if quit_ else None)
 
