@@ -440,8 +440,8 @@ class Cluster:
                 document["reduce_error"] = f"{job.spec.reduce} raised {type(exc).__name__}: {exc}"
         document.update({
             "result": result,
-            "chunks": {"total": scheduler.chunks_total, "done": scheduler.counts["done"] + job.resumed,
-                       "failed": scheduler.counts["failed"]},
+            "chunks": {"total": _plus(scheduler.chunks_total, job.resumed),
+                       "done": scheduler.counts["done"] + job.resumed, "failed": scheduler.counts["failed"]},
             "items": {"total": scheduler.total_items, "done": scheduler.items_done + scheduler.resumed_items},
             "nodes": nodes,
             "failures": [{"chunk": f.chunk, "node": f.node, "attempt": f.attempt, "error": f.error,
@@ -481,7 +481,7 @@ class Cluster:
         return JobSnapshot(
             name=job.spec.name, status=job.status,  # type: ignore[arg-type]
             items_total=scheduler.total_items, items_done=done_items,
-            chunks_total=None if scheduler.chunks_total is None else scheduler.chunks_total + job.resumed,
+            chunks_total=_plus(scheduler.chunks_total, job.resumed),
             chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
             chunks_done=scheduler.counts["done"] + job.resumed, chunks_failed=scheduler.counts["failed"],
             elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(job.spec.output),
@@ -514,6 +514,11 @@ class Cluster:
             recent_chunks=tuple(ChunkRecord(*r) for r in tally.recent) if tally else (),  # type: ignore[arg-type]
             log=tuple(session.log_lines)[-50:],
         )
+
+
+def _plus(total: Optional[int], resumed: int) -> Optional[int]:
+    """A chunk total that counts the chunks resumed from the journal (None stays unknown)."""
+    return None if total is None else total + resumed
 
 
 def _percent(metrics: Dict[str, Any]) -> Optional[float]:

@@ -181,7 +181,7 @@ def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):
     doc = results(job)
     assert doc["result"] == [x * x for x in range(200)]
     assert doc["resumed_chunks"] == done_before
-    assert doc["chunks"]["done"] == 40
+    assert doc["chunks"] == {"total": 40, "done": 40, "failed": 0}
     assert doc["nodes"]["local"]["chunks"] == 40 - done_before
 
 
@@ -216,3 +216,16 @@ def test_ctrl_c_cancels_writes_what_is_done_and_exits_130(tmp_path):
     assert "Traceback" not in err
     gone, alive = psutil.wait_procs(agents, timeout=10)
     assert not alive
+
+
+def test_no_usable_node_with_auto_chunks_exits_3(tmp_path):
+    """The only node cannot start: exit 3 with its reason, and a results file that says so."""
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\npython = "/nonexistent/python3"\n')
+    job = write_job(tmp_path, range_=[0, 100], chunk_size="auto")
+    proc = run_console("run", str(job), "--inventory", str(inventory))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "cannot start the local agent with '/nonexistent/python3'" in proc.stdout
+    doc = results(job)
+    assert doc["status"] == "failed" and doc["reason"] == "no node is usable"
+    assert doc["chunks"]["done"] == 0 and doc["result"] is None
