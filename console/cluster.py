@@ -33,10 +33,8 @@ from console.scheduler import (
 )
 from console.snapshot import ChunkRecord, ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
 
-__all__ = ["Cluster", "NodeSession", "JobRun", "Launcher", "NO_USABLE_NODE"]
+__all__ = ["Cluster", "NodeSession", "JobRun", "NO_USABLE_NODE"]
 
-Launcher = Callable[[Node, Progress], AgentLink]
-"""Brings a node's agent up: connect, prepare, start; raises ConsoleError with a sentence."""
 
 PREFETCH = 2
 RECONNECT_ATTEMPTS = 3
@@ -231,11 +229,8 @@ def _describe(exc: BaseException) -> str:
 class Cluster:
     """All node sessions, the current job, and the one lock over both."""
 
-    def __init__(self, nodes: Sequence[Node], launcher: Optional[Launcher] = None,
-                 ssh_launcher: Optional[Launcher] = None) -> None:
+    def __init__(self, nodes: Sequence[Node]) -> None:
         self.nodes = tuple(nodes)
-        self._local_launcher = launcher or launch_local
-        self._ssh_launcher = ssh_launcher
         self.lock = threading.RLock()
         self.sessions: Dict[str, NodeSession] = {}
         self.wake: Dict[str, threading.Event] = {n.name: threading.Event() for n in self.nodes}
@@ -245,15 +240,14 @@ class Cluster:
         self._clock = threading.Thread(target=self._tick, name="cluster-clock", daemon=True)
         self._clock.start()
 
-    def launcher(self, node: Node, session: NodeSession) -> AgentLink:
+    @staticmethod
+    def launcher(node: Node, session: Progress) -> AgentLink:
         """Bring up one node's agent by its transport."""
         if node.transport == "local":
-            return self._local_launcher(node, session)
-        if self._ssh_launcher is None:
-            from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
+            return launch_local(node, session)
+        from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
 
-            self._ssh_launcher = launch_ssh
-        return self._ssh_launcher(node, session)
+        return launch_ssh(node, session)
 
     # -- ClusterControl ---------------------------------------------------------------
 
