@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from console.bundle import CODE_ROOT

@@ -93,5 +93,5 @@ class ThreadedPipeStream(Stream):
                 view = view[os.write(self._out_fd, view):]
         except OSError as exc:
             self._closed = True
-            raise EOFError(exc)
+            raise EOFError(exc) from exc
 

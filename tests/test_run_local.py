@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
-import pytest
 
-from helpers import FAULTY, ROOT, results, run_console, write_job
+from helpers import ROOT, results, run_console, write_job
 from jobs.factorize import factors
 
 

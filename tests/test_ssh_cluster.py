@@ -74,7 +74,7 @@ def test_bootstrap_uploads_once_then_finds_the_bundle_cached(make_net_cluster, t
     for node in cluster.nodes:
         bundles = list((node.cache_dir / "cluster-console").glob("agent-*.zip"))
         assert len(bundles) == 1
-        assert wait_for(lambda: not agent_pids(cluster, node), 10), "bootstrap left an agent running"
+        assert wait_for(lambda node=node: not agent_pids(cluster, node), 10), "bootstrap left an agent running"
     status = run_console("status", "--inventory", str(inventory))
     assert status.returncode == 0 and status.stdout.count("cached") == 3
 
@@ -124,7 +124,7 @@ def test_no_socket_while_running_and_no_agent_after_the_console_is_killed(net_cl
         console.send_signal(signal.SIGKILL)
         console.wait(10)
     for node in net_cluster_3.nodes:
-        assert wait_for(lambda: not agent_pids(net_cluster_3, node), 15), \
+        assert wait_for(lambda node=node: not agent_pids(net_cluster_3, node), 15), \
             f"agent left on {node.name}: {net_cluster_3.processes_in(node)}"
 
 
