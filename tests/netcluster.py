@@ -335,7 +335,7 @@ def _optional_sshd_lines(any_key: Path) -> list[str]:
 
 
 def _session_env(node: Node, extra: Mapping[str, str]) -> list[str]:
-    env = {**extra, "XDG_CACHE_HOME": str(node.cache_dir)}
+    env = {"XDG_CACHE_HOME": str(node.cache_dir), **extra}
     if not node.python:
         env.update(HOME=str(node.home), PATH=str(node.bin_dir))
     return [f"{key}={value}" for key, value in env.items()]

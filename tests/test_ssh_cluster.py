@@ -7,10 +7,13 @@ the reason otherwise; .ci/install-sshd installs sshd in CI).
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -251,3 +254,44 @@ def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
     assert doc["chunks"] == {"total": 60, "done": 60, "failed": 0}
     assert sum(share["items"] for share in doc["nodes"].values()) == 240
     assert doc["nodes"]["node1"]["chunks"] + doc["nodes"]["node3"]["chunks"] > 40
+
+
+@pytest.fixture
+def password_user(tmp_path):
+    """A throwaway local account with a password (removed afterwards); the nodes share this machine's users."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a test account needs root and useradd")
+    name = f"ccpw{os.getpid() % 100000}"
+    home = tmp_path / "pwhome"
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        home.mkdir()
+        shutil.chown(home, name)
+        password = "c0rrect-horse-" + name
+        subprocess.run(["chpasswd"], input=f"{name}:{password}", text=True, check=True, capture_output=True)
+        yield name, password
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_password_from_the_environment(make_net_cluster, password_user, tmp_path, request):
+    """password_env names a variable; the password itself never shows in output or on a command line."""
+    name, password = password_user
+    cache = Path(tempfile.mkdtemp(prefix="ccpw-cache-"))
+    os.chmod(cache, 0o1777)
+    request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
+    cluster = make_net_cluster(n=1, extra_sshd_config=("PasswordAuthentication yes",),
+                               session_env={"XDG_CACHE_HOME": str(cache)}, verify=False)
+    node = cluster.node("node1")
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(f'[[node]]\nname = "pw"\nhost = "{node.host}"\nuser = "{name}"\n'
+                         f'password_env = "CC_NODE_PASSWORD"\nknown_hosts = "{cluster.known_hosts}"\n')
+    env = {"CC_NODE_PASSWORD": password, "SSH_AUTH_SOCK": ""}
+    proc = run_console("bootstrap", "--inventory", str(inventory), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert password not in proc.stdout + proc.stderr
+    wrong = run_console("bootstrap", "--inventory", str(inventory), env=dict(env, CC_NODE_PASSWORD="nope"))
+    assert wrong.returncode == 3
+    assert f"pw ({node.host}:22): user '{name}' was refused with the password" in " ".join(wrong.stdout.split())
+    unset = run_console("bootstrap", "--inventory", str(inventory), env={"SSH_AUTH_SOCK": ""})
+    assert "password_env names CC_NODE_PASSWORD, which is not set" in " ".join(unset.stdout.split())
