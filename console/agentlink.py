@@ -58,6 +58,7 @@ class AgentLink:
             stream, service=rpyc.VoidService,
             config={"sync_request_timeout": CALL_TIMEOUT_S, "allow_pickle": False},
         )
+        self._stream = stream
         self._close_transport = close_transport
         self._root = self._conn.root
         self.info: Dict[str, Any] = {}
@@ -103,6 +104,8 @@ class AgentLink:
                 self._root.shutdown()
             except Exception:  # the agent may already be gone; closing is all that is left
                 pass
+        else:
+            self._stream.close()  # so rpyc's close does not wait a call timeout on a dead link
         try:
             self._conn.close()
         except Exception:

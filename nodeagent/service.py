@@ -116,10 +116,10 @@ class AgentService(rpyc.Service):
         """Take a job's settings and files, start a fresh pool for it; returns the pool size."""
         self.last_call = time.monotonic()
         settings = pickle.loads(job)
-        settings["paths"] = [store_job_files(settings.pop("files", {}))] + list(settings.get("paths", ()))
+        settings["paths"] = (store_job_files(settings.pop("files", {})),)
         workers = settings.get("workers") or os.cpu_count() or 1
         self._close_pool()
-        pool = ChunkPool(workers, settings.get("start_method"))
+        pool = ChunkPool(workers)
         with self._lock:
             self._job = settings
             self._pool = pool
@@ -132,9 +132,8 @@ class AgentService(rpyc.Service):
         pool, job = self._pool, self._job
         if pool is None:
             raise RuntimeError("submit before start_job")
-        paths = tuple(job.get("paths", ()))
         pool.submit([
-            Task(chunk, attempt, job["fn"], job["mode"], job["combine"], paths, items, job["timeout"])
+            Task(chunk, attempt, job["fn"], job["mode"], job["combine"], job["paths"], items, job["timeout"])
             for chunk, attempt, items in pickle.loads(batch)
         ])
 

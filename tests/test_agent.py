@@ -47,7 +47,7 @@ def test_hello_describes_the_node(link):
 def test_agent_and_its_workers_open_no_socket(link):
     info = link.hello()
     assert link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
-                           "paths": [str(FAULTY.parent)], "timeout": 30, "workers": 2}) == 2
+                           "files": {"faulty.py": FAULTY.read_bytes()}, "timeout": 30, "workers": 2}) == 2
     link.submit([(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
     time.sleep(0.5)
     processes = family(info["pid"])
@@ -60,7 +60,7 @@ def test_metrics_answer_while_a_batch_runs(link):
     """A metrics call is answered while the pool is busy (the agent serves on several threads)."""
     link.hello()
     link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
-                    "paths": [str(FAULTY.parent)], "timeout": 30, "workers": 2})
+                    "files": {"faulty.py": FAULTY.read_bytes()}, "timeout": 30, "workers": 2})
     link.submit([(i, 1, pickle.dumps(list(range(20)))) for i in range(4)])
     started = time.monotonic()
     sample = link.metrics()
