@@ -365,14 +365,25 @@ class Cluster:
         job.done_event.set()
 
     def _start_session(self, node: Node) -> None:
+        """Start the node's session; an existing one is stopped first, off the caller's thread
+        (the dashboard calls this and must not wait for a session to wind down)."""
         old = self.sessions.get(node.name)
-        if old is not None:
-            old.stop()
-            self.wake[node.name].set()
-            old.join(10)
-        session = NodeSession(self, node)
+        if old is None:
+            self._register(NodeSession(self, node))
+            return
+        threading.Thread(target=self._replace_session, args=(old,), name=f"restart-{node.name}",
+                         daemon=True).start()
+
+    def _replace_session(self, old: NodeSession) -> None:
+        old.stop()
+        self.wake[old.node.name].set()
+        old.join(CLOSE_WAIT_S * 2)
+        if not self._closed.is_set():
+            self._register(NodeSession(self, old.node))
+
+    def _register(self, session: NodeSession) -> None:
         with self.lock:
-            self.sessions[node.name] = session
+            self.sessions[session.node.name] = session
         session.start()
 
     def _tick(self) -> None:

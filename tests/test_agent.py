@@ -175,3 +175,23 @@ def test_cpu_is_measured_whatever_thread_asks(fallback):
         busy.wait()
     assert samples[0]["cpu_percent"] > 20.0, samples
     assert max(samples[0]["cpu_per_core"]) > 40.0, samples
+
+
+def test_reconnect_returns_at_once_and_brings_the_node_back():
+    """The dashboard's reconnect must not block: the old session winds down on a thread of its own."""
+    cluster = Cluster([Node("local", transport="local", workers=1)])
+    try:
+        cluster.bootstrap()
+        deadline = time.monotonic() + 20
+        while cluster.sessions["local"].state != "ready" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = cluster.sessions["local"]
+        cluster.reconnect("local")
+        assert first.is_alive(), "reconnect waited for the old session to end"
+        while (cluster.sessions["local"] is first or cluster.sessions["local"].state != "ready") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster.sessions["local"] is not first and cluster.sessions["local"].state == "ready"
+        assert cluster.sessions["local"].info["pid"] != first.info["pid"]
+    finally:
+        cluster.close()
