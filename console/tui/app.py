@@ -63,7 +63,7 @@ class ConsoleApp(App[int]):
     """The newest snapshot from the control; None until the first poll answers."""
     table_snapshot: var[Optional[ClusterSnapshot]] = var(None)
     """What the node table draws: `snapshot` at most once a second (node metrics arrive at that
-    rate, and redrawing DataTable is most of the app's cost), at once when a node's state changes."""
+    rate, and redrawing DataTable is most of the app's cost), at once when a node's or the job's state changes."""
 
     def __init__(
         self,
@@ -118,7 +118,8 @@ class ConsoleApp(App[int]):
             return
         self._poll_error = None
         self.snapshot = snapshot
-        states = tuple((node.name, node.state) for node in snapshot.nodes)
+        states = (snapshot.job.status if snapshot.job else None,
+                  tuple((node.name, node.state) for node in snapshot.nodes))
         if start - self._table_at >= TABLE_REFRESH_S or states != self._table_states:
             self.table_snapshot = snapshot
             self._table_at, self._table_states = start, states
