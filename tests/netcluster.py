@@ -294,9 +294,9 @@ def skip_reason() -> Optional[str]:
         return "the network-namespace SSH cluster needs root (network namespaces, sshd)."
     for tool in ("ip", "ss", "ssh-keygen", "ssh"):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not installed; the SSH test cluster needs it (.ci/install-sshd)."
+            return f"`{tool}` is not installed; the SSH test cluster needs it (.ci/install-test-tools)."
     if not os.access(SSHD, os.X_OK):
-        return f"{SSHD} is missing: install openssh-server (see .ci/install-sshd)."
+        return f"{SSHD} is missing: install openssh-server (see .ci/install-test-tools)."
     probe = f"{NS_PREFIX}{os.getpid()}x0"
     try:
         created = _run(["ip", "netns", "add", probe], check=False)

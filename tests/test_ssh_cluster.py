@@ -2,7 +2,7 @@
 
 The console reaches them with paramiko, deploys the agent bundle by SFTP and
 runs it as the command of each SSH session. Needs root and sshd (skips with
-the reason otherwise; .ci/install-sshd installs sshd in CI).
+the reason otherwise; .ci/install-test-tools installs sshd in CI).
 """
 
 import json
