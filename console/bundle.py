@@ -8,7 +8,6 @@ node runs it from this machine's cache, so both run the same code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import zipfile
@@ -19,6 +18,7 @@ from typing import Dict, Tuple
 import rpyc
 
 import nodeagent
+from nodeagent.cache import cache_dir, content_hash
 
 __all__ = ["CODE_ROOT", "bundle", "local_bundle"]
 
@@ -37,20 +37,17 @@ def bundle() -> Tuple[str, bytes]:
             files[path.relative_to(base).as_posix()] = path.read_bytes()
     files["__main__.py"] = (b"import sys\nfrom nodeagent.__main__ import main\n"
                             b"if __name__ == '__main__':\n    sys.exit(main())\n")
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
             archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), files[name])
-    return digest.hexdigest()[:16], buffer.getvalue()
+    return content_hash(files), buffer.getvalue()
 
 
 def local_bundle(write: bool = True) -> Tuple[Path, str]:
     """The bundle's path in this machine's cache, and "cached", "written" or (write=False) "missing"."""
     digest, data = bundle()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cluster-console"
+    base = Path(cache_dir())
     path = base / f"agent-{digest}.zip"
     if path.exists() and path.stat().st_size == len(data):
         return path, "cached"

@@ -8,7 +8,6 @@ missing module or function is a job-file error naming the file and key.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -17,6 +16,7 @@ from console.bundle import CODE_ROOT
 from console.errors import JobFileError
 from console.jobspec import JobSpec
 from console.tomlfile import locate
+from nodeagent.worker import resolve
 
 __all__ = ["job_paths", "job_files", "check_job_code", "resolve_ref"]
 
@@ -49,11 +49,7 @@ def resolve_ref(ref: str, paths: Tuple[str, ...]) -> Callable[..., Any]:
     for path in reversed((str(CODE_ROOT),) + paths):
         if path not in sys.path:
             sys.path.insert(0, path)
-    module_name, _, attr = ref.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    return target
+    return resolve(ref)
 
 
 def check_job_code(spec: JobSpec) -> Optional[Callable[..., Any]]:

@@ -6,7 +6,6 @@ crosses as a netref. One call carries a batch of chunks, one reply many
 outcomes. Called by the console's node session (console/cluster.py).
 """
 
-import hashlib
 import os
 import pickle
 import shutil
@@ -20,6 +19,7 @@ from typing import Any, Dict, Optional
 import rpyc
 
 from nodeagent import PROTOCOL_VERSION
+from nodeagent.cache import cache_dir, content_hash
 from nodeagent.metrics import Sampler
 from nodeagent.pool import ChunkPool, Task, default_start_method
 
@@ -32,21 +32,9 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def cache_dir() -> str:
-    """This user's cache directory for the cluster console on this node."""
-    if os.name == "nt":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "cluster-console")
-
-
 def store_job_files(files: Dict[str, bytes]) -> str:
     """Write the job's files under their content hash (once); the directory to import them from."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    target = os.path.join(cache_dir(), "jobs", digest.hexdigest()[:16])
+    target = os.path.join(cache_dir(), "jobs", content_hash(files))
     if os.path.isdir(target):
         return target
     staging = "%s.%d.part" % (target, os.getpid())
