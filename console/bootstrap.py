@@ -1,10 +1,16 @@
 """Prepare a node over SSH and start its agent: probe, deploy, start (POSIX and Windows).
 
-Every OS difference lives in `Shell`: how to learn the architecture and cache
-directory, how to run the Python probe, the start command and the stop
-command, for a POSIX shell, cmd.exe and PowerShell. One probe command tells the
-three apart (`echo %OS% $env:OS $OSTYPE`: cmd expands the first, PowerShell the
-second, a POSIX shell neither).
+Every OS difference lives in `Shell`: how to quote, how to run the Python
+probe, the start command and the stop command, for a POSIX shell, cmd.exe and
+PowerShell. One probe command tells the three apart (`echo %OS% $env:OS
+$OSTYPE`: cmd expands the first, PowerShell the second, a POSIX shell neither).
+Everything else (version, cores, architecture, the interpreter's path, the
+cache directory) comes from the node's Python as one line of ASCII JSON, so no
+code page of a Windows shell can garble a path such as C:\\Users\\Zoë.
+
+Windows' OpenSSH server runs a command as `cmd.exe /c "<command>"` (one pair of
+quotes added, which cmd strips again) or hands it to PowerShell; commands for
+PowerShell use single quotes only, which survive its argument parsing.
 
 The bundle (console/bundle.py) is uploaded by SFTP into the user's cache
 directory under its content hash, so an unchanged node gets nothing uploaded.
@@ -13,6 +19,7 @@ The job's own files travel later, over the agent's stream (console/cluster.py).
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 import time
@@ -28,14 +35,18 @@ from console.ssh import ChannelStream, NodeConnection
 __all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "deploy", "launch_ssh",
            "PYTHON_CANDIDATES", "PROBE_SCRIPT"]
 
-SHELL_PROBE = 'echo %OS% $env:OS $OSTYPE; uname -sm; echo "${XDG_CACHE_HOME:-$HOME/.cache}"'
-"""cmd.exe echoes the whole line literally (";" is no separator there) with %OS% expanded;
-PowerShell expands $env:OS and fails on uname; a POSIX shell also answers the info_command's questions."""
+SHELL_PROBE = "echo %OS% $env:OS $OSTYPE"
+"""cmd.exe expands %OS% to Windows_NT, PowerShell $env:OS; a POSIX shell neither."""
 PYTHON_CANDIDATES = ("python3", "python", "py -3")
-PROBE_SCRIPT = ("import sys, os, platform; print(sys.version_info[0], sys.version_info[1], "
-                "platform.python_version(), os.cpu_count(), platform.machine()); print(sys.executable)")
-"""Line 1: version, cores, machine; line 2: the interpreter's own path (the agent starts with it,
-skipping launchers such as py.exe or pyenv shims)."""
+PROBE_SCRIPT = ("import sys, os, json, platform; e = os.environ; print(json.dumps([sys.version_info[0], "
+                "sys.version_info[1], platform.python_version(), os.cpu_count(), platform.machine(), "
+                "sys.platform, sys.executable, e.get('LOCALAPPDATA') or os.path.join(os.path.expanduser('~'), "
+                "'AppData', 'Local') if os.name == 'nt' else e.get('XDG_CACHE_HOME') or "
+                "os.path.expanduser('~/.cache')]))")
+"""One line of ASCII JSON: version, cores, machine, platform, the interpreter's own path (the agent
+starts with it, skipping launchers such as py.exe or pyenv shims) and the cache base directory, the
+one nodeagent.cache.cache_dir() puts "cluster-console" under. No character a shell expands inside
+double quotes, and single quotes only, which PowerShell's quoting doubles."""
 MIN_PYTHON = (3, 9)
 AGENT_EXIT_WAIT_S = 3.0
 
@@ -46,10 +57,6 @@ class Shell:
 
     name: str
     """"posix", "cmd" or "powershell"."""
-    os: str
-    """"linux"/"darwin"/... once probed for POSIX, "windows" otherwise."""
-    info_command: str
-    """Prints the OS and architecture on the first line, the cache base directory on the second."""
 
     def quote(self, path: str) -> str:
         """A path as one argument of this shell."""
@@ -60,7 +67,9 @@ class Shell:
         return '"' + path + '"'
 
     def python_probe(self, python: str) -> str:
-        """Run the probe script with this Python command."""
+        """Run the probe script with this Python command (a command of this shell, e.g. "py -3")."""
+        if self.name == "powershell":
+            return f"& {python} -c {self.quote(PROBE_SCRIPT)}"
         return f'{python} -c "{PROBE_SCRIPT}"'
 
     def start_command(self, python: str, bundle_path: str) -> str:
@@ -69,16 +78,17 @@ class Shell:
             return f"exec {python} {self.quote(bundle_path)}"
         if self.name == "powershell":
             return f"& {python} {self.quote(bundle_path)}"
-        # cmd /c drops the first and last quote of a line that holds more than two: add a pair to lose.
-        return f'"{python} {self.quote(bundle_path)}"'
+        return f"{python} {self.quote(bundle_path)}"
 
     def stop_command(self, pid: int) -> str:
-        """End an agent and its workers that outlived their session."""
+        """End an agent and its workers that outlived their session (taskkill without /T where it is refused)."""
+        pid = int(pid)
         if self.name == "posix":
-            return f"kill {int(pid)} 2>/dev/null; true"
+            return f"kill {pid} 2>/dev/null; true"
         if self.name == "powershell":
-            return f"taskkill /PID {int(pid)} /T /F 2>$null; exit 0"
-        return f"taskkill /PID {int(pid)} /T /F >NUL 2>&1 & exit /b 0"
+            return (f"taskkill /PID {pid} /T /F 2>$null; if (-not $?) {{ taskkill /PID {pid} /F 2>$null }}; "
+                    "exit 0")
+        return f"taskkill /PID {pid} /T /F >NUL 2>&1 || taskkill /PID {pid} /F >NUL 2>&1 & exit /b 0"
 
     def sftp_path(self, path: str) -> str:
         """A native path as SFTP names it (C:\\x\\y -> /C:/x/y on Windows)."""
@@ -87,11 +97,7 @@ class Shell:
         return "/" + path.replace("\\", "/").lstrip("/")
 
 
-SHELLS: Dict[str, Shell] = {
-    "posix": Shell("posix", "posix", 'uname -sm; echo "${XDG_CACHE_HOME:-$HOME/.cache}"'),
-    "cmd": Shell("cmd", "windows", "echo %PROCESSOR_ARCHITECTURE% & echo %LOCALAPPDATA%"),
-    "powershell": Shell("powershell", "windows", "echo $env:PROCESSOR_ARCHITECTURE; echo $env:LOCALAPPDATA"),
-}
+SHELLS: Dict[str, Shell] = {name: Shell(name) for name in ("posix", "cmd", "powershell")}
 
 
 def detect_shell(probe_output: str) -> Shell:
@@ -126,33 +132,39 @@ def probe(conn: NodeConnection) -> NodeFacts:
     """Learn the node's shell, OS, architecture, Python and cache directory."""
     node = conn.node
     status, out, err = conn.run(SHELL_PROBE)
+    if status != 0:
+        raise NodeError(f"{conn.where}: the node's shell failed a plain echo ({(err or out).strip()[:200]}).")
     shell = detect_shell(out)
     if node.os == "windows" and shell.name == "posix" or node.os == "linux" and shell.name != "posix":
         raise NodeError(f"{conn.where}: the inventory says os = {node.os!r} but the node answers like a "
                         f"{shell.name} shell; fix os in the inventory or use \"auto\".")
-    if shell.name == "posix":
-        lines = [line.strip() for line in out.splitlines() if line.strip()][1:]
-    else:
-        status, out, err = conn.run(shell.info_command)
-        lines = [line.strip() for line in out.splitlines() if line.strip()]
-    if status != 0 or len(lines) < 2:
-        raise NodeError(f"{conn.where}: probing the {shell.name} shell failed ({(err or out).strip()[:200]}).")
-    os_name = lines[0].split()[0].lower() if shell.name == "posix" else "windows"
     tried = []
     for python in ((node.python,) if node.python else PYTHON_CANDIDATES):
         status, out, err = conn.run(shell.python_probe(python))
-        answer = out.strip().splitlines()
-        fields = answer[0].split() if answer else []
-        if status != 0 or len(answer) != 2 or len(fields) != 5 or not fields[0].isdigit():
+        answer = _probe_answer(out) if status == 0 else None
+        if answer is None:
             tried.append(f"{python}: not found")
             continue
-        major, minor, version, cores, machine = fields
-        if (int(major), int(minor)) < MIN_PYTHON:
+        major, minor, version, cores, machine, sys_platform, executable, cache_base = answer
+        if (major, minor) < MIN_PYTHON:
             tried.append(f"{python}: {version} is too old")
             continue
-        return NodeFacts(shell, os_name, machine, answer[1].strip(), version, int(cores), lines[1])
+        os_name = "windows" if shell.name != "posix" else sys_platform.rstrip("0123456789")
+        return NodeFacts(shell, os_name, machine, executable, version, cores or 1, cache_base)
     hint = "fix python in the inventory" if node.python else "install Python 3.9+ or set python = \"...\" in the inventory"
     raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
+
+
+def _probe_answer(out: str) -> Optional[list]:
+    """The probe script's fields, or None when what answered was not it (a missing command's message)."""
+    for line in out.splitlines():
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, list) and len(answer) == 8 and all(isinstance(v, int) for v in answer[:2]):
+            return answer
+    return None
 
 
 def deploy(conn: NodeConnection, facts: NodeFacts, upload: bool = True) -> Tuple[str, Optional[bool]]:

@@ -9,6 +9,8 @@ One manager thread owns the workers; callers only queue tasks and take outcomes.
 
 import multiprocessing
 import multiprocessing.connection
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -16,7 +18,13 @@ from typing import Any, Deque, List, NamedTuple, Optional, Sequence
 
 from nodeagent.worker import worker_main
 
-__all__ = ["Task", "Outcome", "ChunkPool", "default_start_method"]
+__all__ = ["Task", "Outcome", "ChunkPool", "default_start_method", "wait_for_any"]
+
+WINDOWS = os.name == "nt"
+WINDOWS_WAIT_LIMIT = 63 if sys.version_info < (3, 13) else None
+"""WaitForMultipleObjects takes at most 64 handles; Python before 3.13 refuses more than 63 at once."""
+SLICE_S = 0.05
+"""When handles must be waited on in groups, how long the first group is waited on before the others are polled."""
 
 
 class Task(NamedTuple):
@@ -173,9 +181,12 @@ class ChunkPool:
             now = time.monotonic()
             timeout = min((w.started + w.task.timeout - now for w in busy), default=None)
             waitables: List[Any] = [self._wake_r]
-            waitables += [w.conn for w in busy]
-            waitables += [w.process.sentinel for w in self._workers]
-            ready = multiprocessing.connection.wait(waitables, None if timeout is None else max(timeout, 0))
+            if WINDOWS:  # every reply pipe: a dead worker's breaks; sentinels too would double the handles
+                waitables += [w.conn for w in self._workers]
+            else:
+                waitables += [w.conn for w in busy]
+                waitables += [w.process.sentinel for w in self._workers]
+            ready = wait_for_any(waitables, None if timeout is None else max(timeout, 0))
             if self._wake_r in ready:
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
@@ -218,6 +229,8 @@ class ChunkPool:
                     self._died(worker)
                     continue
                 self._finish(worker, status, value, error, tb, seconds)
+            elif worker.conn in ready:  # an idle worker never writes: its pipe broke
+                self._died(worker)
             elif worker.process.sentinel in ready and not worker.process.is_alive():
                 self._died(worker)
 
@@ -236,3 +249,23 @@ class ChunkPool:
                 self._finish(worker, "timeout", error="the chunk ran past its timeout of %g s" % task.timeout)
                 self._replace(worker)
 
+
+
+def wait_for_any(objects: List[Any], timeout: Optional[float]) -> List[Any]:
+    """`multiprocessing.connection.wait`, also for more handles than Windows waits on at once.
+
+    Past the limit the first group (the pool's wake pipe is in it) is waited on for a
+    short slice, then the others are polled, until one is ready or the timeout passes.
+    """
+    limit = WINDOWS_WAIT_LIMIT if WINDOWS else None
+    if limit is None or len(objects) <= limit:
+        return multiprocessing.connection.wait(objects, timeout)
+    groups = [objects[i:i + limit] for i in range(0, len(objects), limit)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        ready = multiprocessing.connection.wait(groups[0], SLICE_S if left is None else min(SLICE_S, left))
+        for group in groups[1:]:
+            ready += multiprocessing.connection.wait(group, 0)
+        if ready or (deadline is not None and time.monotonic() >= deadline):
+            return ready

@@ -1,16 +1,22 @@
 """The agent's end of the RPyC stream: private duplicates of fds 0 and 1.
 
 `claim_stdio()` moves the protocol off the standard fds so that anything a job
-prints lands on stderr (the agent's log), never in the protocol stream.
-POSIX uses rpyc's own PipeStream (select on the fd); Windows cannot select on a
-pipe, so a reader thread feeds a buffer that `poll` waits on.
+prints lands on stderr (the agent's log), never in the protocol stream. On
+Windows the C runtime's dup2 of fds 0-2 also sets the process's standard
+handles, which is what spawned workers inherit, so their prints go to the log
+too. The log is UTF-8 on every OS (the console reads it so; Windows would use
+its ANSI code page). POSIX uses rpyc's own PipeStream (select on the fd);
+Windows cannot select on a pipe, so a reader thread feeds a buffer that `poll`
+waits on.
 """
 
 import os
+import sys
 import threading
-from typing import Optional
+from typing import Optional, Union
 
 from rpyc.core.stream import PipeStream, Stream
+from rpyc.lib import Timeout
 
 __all__ = ["claim_stdio"]
 
@@ -23,6 +29,10 @@ def claim_stdio() -> Stream:
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
     os.close(null_fd)
+    os.environ["PYTHONIOENCODING"] = "utf-8:backslashreplace"  # the workers' stdout and stderr
+    for text in (sys.stdout, sys.stderr):
+        if hasattr(text, "reconfigure"):
+            text.reconfigure(encoding="utf-8", errors="backslashreplace")
     if os.name == "nt":
         import msvcrt
 
@@ -36,6 +46,8 @@ class ThreadedPipeStream(Stream):
     """A pipe stream whose `poll` works where select() does not (Windows pipes)."""
 
     __slots__ = ("_in_fd", "_out_fd", "_buf", "_cond", "_eof", "_closed")
+    MAX_IO_CHUNK = 65000
+    """rpyc's channel sizes its writes by the stream's own limit (the base Stream has none)."""
 
     def __init__(self, in_fd: int, out_fd: int) -> None:
         self._in_fd = in_fd
@@ -71,9 +83,10 @@ class ThreadedPipeStream(Stream):
     def fileno(self) -> int:
         return self._in_fd
 
-    def poll(self, timeout: Optional[float]) -> bool:
+    def poll(self, timeout: Union[float, None, Timeout]) -> bool:
+        """rpyc passes seconds or its own Timeout object."""
         with self._cond:
-            self._cond.wait_for(lambda: self._buf or self._eof, timeout)
+            self._cond.wait_for(lambda: self._buf or self._eof, Timeout(timeout).timeleft())
             return bool(self._buf) or self._eof
 
     def read(self, count: int) -> bytes:

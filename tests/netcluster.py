@@ -23,8 +23,13 @@ cluster starts) removes those whose process is dead, so a crashed run leaves
 nothing behind for long. Teardown kills every process left in each namespace,
 deletes veths and namespaces, and removes nothing outside ``tmpdir``.
 
+A node named in ``windows=`` is an emulated Windows PC instead: its sshd runs
+every request the way Windows' OpenSSH server does, through Wine's cmd.exe, with
+python.org's Windows CPython installed for the session's user (tests/winnode.py).
+
 Needs root, iproute2 (``ip``, ``ss``), ``/usr/sbin/sshd`` and the OpenSSH
-client tools; ``skip_reason()`` says which one is missing.
+client tools; ``skip_reason()`` says which one is missing (and
+``winnode.skip_reason()`` what Windows nodes need beyond that).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import winnode
+from winnode import WindowsSpec
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
@@ -88,6 +96,10 @@ class Node:
     node_mac: str
     dir: Path
     python: bool = True
+    windows: Optional[WindowsSpec] = None
+    """Set for an emulated Windows node."""
+    windows_env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Wine's settings for the node's sessions (WINEPREFIX, USER, ...)."""
     process: Optional["subprocess.Popen[bytes]"] = field(default=None, repr=False)
 
     @property
@@ -112,6 +124,9 @@ class Node:
 
     @property
     def cache_dir(self) -> Path:
+        """The session's cache base: XDG_CACHE_HOME, or %LOCALAPPDATA% on a Windows node."""
+        if self.windows is not None:
+            return winnode.local_appdata_dir(self.dir, self.windows)
         return self.dir / "cache"
 
     @property
@@ -334,15 +349,18 @@ def _optional_sshd_lines(any_key: Path) -> list[str]:
     return [f"{opt} {val}" for opt, val in wanted if _sshd_accepts(opt, val, str(any_key))]
 
 
-def _session_env(node: Node, extra: Mapping[str, str]) -> list[str]:
-    env = {"XDG_CACHE_HOME": str(node.cache_dir), **extra}
+def _session_env(node: Node, extra: Mapping[str, str], windows_env: Mapping[str, str]) -> list[str]:
+    env = {**windows_env, **extra} if node.windows else {"XDG_CACHE_HOME": str(node.cache_dir), **extra}
     if not node.python:
         env.update(HOME=str(node.home), PATH=str(node.bin_dir))
     return [f"{key}={value}" for key, value in env.items()]
 
 
 def _sshd_config_text(node: Node, authorized_keys: Path, env: Mapping[str, str],
-                      extra: Sequence[str], optional: Sequence[str]) -> str:
+                      extra: Sequence[str], optional: Sequence[str],
+                      windows_env: Mapping[str, str]) -> str:
+    if node.windows:
+        extra = [f"ForceCommand {node.dir / 'force-command'}", *extra]
     lines = [
         *extra,
         f"Port {node.port}",
@@ -363,8 +381,8 @@ def _sshd_config_text(node: Node, authorized_keys: Path, env: Mapping[str, str],
         "MaxStartups 100:30:200",
         "MaxSessions 100",
         "LogLevel VERBOSE",
-        "Subsystem sftp internal-sftp",
-        "SetEnv " + " ".join(_session_env(node, env)),
+        f"Subsystem sftp {winnode.SFTP_SERVER if node.windows else 'internal-sftp'}",
+        "SetEnv " + " ".join(_session_env(node, env, windows_env)),
         *optional,
     ]
     return "\n".join(lines) + "\n"
@@ -416,16 +434,19 @@ def _toml_table(header: str, values: Mapping[str, Any]) -> list[str]:
 # -------------------------------------------------------------- the cluster
 
 
-def _check_options(tmpdir: Path, n: int, no_python: Sequence[str],
+def _check_options(tmpdir: Path, n: int, no_python: Sequence[str], windows: Mapping[str, WindowsSpec],
                    session_env: Mapping[str, str], extra_sshd_config: Sequence[str]) -> None:
     """Reject what would make a broken sshd_config, before touching anything."""
     if not 1 <= n <= MAX_INDEX:
         raise ValueError(f"n must be between 1 and {MAX_INDEX}, not {n}")
     if _UNQUOTABLE.search(str(tmpdir)):
         raise ValueError(f"tmpdir must not contain blanks or quotes: {tmpdir}")
-    unknown = set(no_python) - {f"node{i}" for i in range(1, n + 1)}
+    names = {f"node{i}" for i in range(1, n + 1)}
+    unknown = (set(no_python) | set(windows)) - names
     if unknown:
-        raise ValueError(f"no_python names unknown nodes: {sorted(unknown)}")
+        raise ValueError(f"no_python or windows names unknown nodes: {sorted(unknown)}")
+    if set(no_python) & set(windows):
+        raise ValueError("a Windows node always has its Pythons; leave it out of no_python")
     if any(line.split()[:1] == ["setenv"] for line in map(str.lower, extra_sshd_config)):
         raise ValueError("pass session variables as session_env, not as a SetEnv line")
     for key, value in session_env.items():
@@ -437,6 +458,8 @@ class NetCluster:
     """``n`` sshd nodes in network namespaces; use as a context manager.
 
     ``no_python`` names nodes (``"node2"``) whose sessions find no python.
+    ``windows`` maps node names to a `WindowsSpec`: those are emulated Windows
+    PCs (check ``winnode.skip_reason()`` first).
     ``session_env`` adds variables to every node's sessions. sshd honours
     only its first ``SetEnv`` line, so that is the only way to add some.
     ``extra_sshd_config`` lines go first in every sshd_config; sshd keeps the
@@ -444,11 +467,13 @@ class NetCluster:
     """
 
     def __init__(self, tmpdir: Union[str, Path], n: int = 3, no_python: Sequence[str] = (), *,
+                 windows: Optional[Mapping[str, WindowsSpec]] = None,
                  session_env: Optional[Mapping[str, str]] = None,
                  extra_sshd_config: Sequence[str] = (), start_timeout: float = 10.0,
                  verify: bool = True) -> None:
         self.tmpdir = Path(tmpdir).resolve()
-        _check_options(self.tmpdir, n, no_python, session_env or {}, extra_sshd_config)
+        self.windows = dict(windows or {})
+        _check_options(self.tmpdir, n, no_python, self.windows, session_env or {}, extra_sshd_config)
         self.n = n
         self.session_env = dict(session_env or {})
         self.no_python = frozenset(no_python)
@@ -545,7 +570,8 @@ class NetCluster:
                 node = Node(name=name, index=k, ns=f"{NS_PREFIX}{pid}x{k}",
                             host=f"{SUBNET}.{k}.2", port=SSH_PORT,
                             host_veth=f"{VETH_PREFIX}{pid}x{k}", node_mac=_node_mac(k),
-                            dir=self.tmpdir / name, python=name not in self.no_python)
+                            dir=self.tmpdir / name, python=name not in self.no_python,
+                            windows=self.windows.get(name))
                 self._created.append(node)
                 _create_link(node)
                 self.nodes.append(node)
@@ -553,13 +579,16 @@ class NetCluster:
     def _configure_nodes(self) -> None:
         optional = _optional_sshd_lines(self.client_key)
         for node in self.nodes:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            windows_env = winnode.prepare_node(node.dir, node.windows) if node.windows else {}
             node.cache_dir.mkdir(parents=True, exist_ok=True)
             if not node.python:
                 node.home.mkdir(exist_ok=True)
                 _fill_no_python_bin(node.bin_dir)
             _keygen(node.host_key, f"{node.name}-host")
             text = _sshd_config_text(node, self.authorized_keys, self.session_env,
-                                     self.extra_sshd_config, optional)
+                                     self.extra_sshd_config, optional, windows_env)
+            node.windows_env = windows_env
             node.sshd_config.write_text(text)
 
     def write_known_hosts(self) -> Path:
@@ -573,9 +602,31 @@ class NetCluster:
     def _start_sshd(self, node: Node) -> None:
         argv = ["ip", "netns", "exec", node.ns, SSHD, "-D",
                 "-f", str(node.sshd_config), "-E", str(node.sshd_log)]
+        if node.windows:
+            argv = self._windows_host_argv(node, argv)
         with open(node.sshd_log, "ab") as early_errors:
             node.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=early_errors,
                                             stderr=early_errors, start_new_session=True)
+
+    @staticmethod
+    def _windows_host_argv(node: Node, sshd_argv: list[str]) -> list[str]:
+        """Start the node's wineserver, and wrap sshd so that its mount namespace has /C: as drive C:.
+
+        ``ip netns exec`` gives its command a mount namespace of its own, so the bind
+        mount stays inside the node; only the empty mount point /C: is made on this machine.
+        """
+        os.makedirs(winnode.DRIVE_MOUNT, exist_ok=True)
+        env = {**os.environ, **node.windows_env}
+        subprocess.Popen(["ip", "netns", "exec", node.ns, "wineserver", "--persistent", "--foreground"],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        # Wine's own services (services.exe, winedevice.exe, ...) start with the first program and
+        # keep its stdio: start them now, or they would hold the first SSH session's pipes open.
+        subprocess.run(["ip", "netns", "exec", node.ns, "wine", "cmd.exe", "/c", "exit"], env=env,
+                       input=b"", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True)
+        drive_c = str(node.dir / "wine" / "drive_c")
+        return [*sshd_argv[:4], "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+                "sh", drive_c, winnode.DRIVE_MOUNT, *sshd_argv[4:]]
 
     def _wait_ready(self, node: Node) -> None:
         process = node.process
@@ -699,7 +750,10 @@ class NetCluster:
         """Check over real ssh that each node's session env is as configured."""
         script = (f'echo {_VERIFY_MARK}; printf "%s\\n" "$XDG_CACHE_HOME"; uname -m; '
                   "command -v python3 python || true")
-        procs = {node.name: subprocess.Popen(self.ssh_argv(node, script), text=True,
+        windows_script = (f"echo {_VERIFY_MARK}& echo %LOCALAPPDATA%& echo %PROCESSOR_ARCHITECTURE%& "
+                          'python -c "import sys; print(sys.executable)"')
+        procs = {node.name: subprocess.Popen(self.ssh_argv(node, windows_script if node.windows else script),
+                                             text=True, encoding="utf-8", errors="replace",
                                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE)
                  for node in self.nodes}
@@ -723,6 +777,13 @@ class NetCluster:
             return [f"{node.name}: ssh exited with {returncode}: {err.strip() or out.strip()}"]
         cache, arch, pythons = lines[0], lines[1], lines[2:]
         problems = []
+        if node.windows:  # cmd and Python write to a pipe in the ANSI code page, read here as UTF-8
+            expected = [text.encode("cp1252").decode("utf-8", "replace") for text in
+                        (node.windows.local_appdata(), node.windows.python_path(node.windows.pythons[0]))]
+            if [cache, pythons[0] if pythons else None] != expected:
+                problems.append(f"{node.name}: the Windows session has LOCALAPPDATA {cache!r} and python "
+                                f"{pythons}, not {expected}")
+            return problems
         if cache != str(node.cache_dir):
             problems.append(f"{node.name}: XDG_CACHE_HOME is {cache!r}, not '{node.cache_dir}'")
         if not arch:

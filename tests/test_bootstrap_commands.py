@@ -1,12 +1,17 @@
 """The OS differences in bootstrap.py, checked as plain strings (POSIX, cmd.exe, PowerShell),
 and ~/.ssh/config resolution, without any socket."""
 
-import zipfile
 import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
 
 import pytest
 
-from console.bootstrap import PROBE_SCRIPT, SHELLS, NodeFacts, bundle, detect_shell
+from console.bootstrap import PROBE_SCRIPT, SHELLS, NodeFacts, _probe_answer, bundle, detect_shell
+from nodeagent.cache import cache_dir
 from console.inventory import Node
 from console.ssh import SSHTarget, resolve_target
 
@@ -29,30 +34,50 @@ def test_posix_commands():
     assert sh.stop_command(4242) == "kill 4242 2>/dev/null; true"
     assert sh.python_probe("python3") == f'python3 -c "{PROBE_SCRIPT}"'
     assert sh.sftp_path("/home/pi/.cache") == "/home/pi/.cache"
-    assert "XDG_CACHE_HOME" in sh.info_command and "uname -sm" in sh.info_command
 
 
 def test_cmd_commands():
+    """Windows' OpenSSH runs them as cmd.exe /c "<command>": cmd strips that added pair again."""
     cmd = SHELLS["cmd"]
     path = r"C:\Users\Ada Lovelace\AppData\Local\cluster-console\agent-ab.zip"
     python = cmd.quote(r"C:\Program Files\Python312\python.exe")
-    assert cmd.start_command(python, path) == f'""C:\\Program Files\\Python312\\python.exe" "{path}""'
-    assert cmd.stop_command(77) == "taskkill /PID 77 /T /F >NUL 2>&1 & exit /b 0"
-    assert cmd.sftp_path(r"C:\Users\ada\AppData\Local") == "/C:/Users/ada/AppData/Local"
-    assert "%LOCALAPPDATA%" in cmd.info_command and "%PROCESSOR_ARCHITECTURE%" in cmd.info_command
+    assert cmd.start_command(python, path) == f'"C:\\Program Files\\Python312\\python.exe" "{path}"'
+    assert cmd.stop_command(77) == "taskkill /PID 77 /T /F >NUL 2>&1 || taskkill /PID 77 /F >NUL 2>&1 & exit /b 0"
+    assert cmd.python_probe("py -3") == f'py -3 -c "{PROBE_SCRIPT}"'
+    assert cmd.sftp_path(r"C:\Users\Zoë\AppData\Local") == "/C:/Users/Zoë/AppData/Local"
 
 
 def test_powershell_commands():
     ps = SHELLS["powershell"]
     python = ps.quote(r"C:\Python312\python.exe")
     assert ps.start_command(python, r"C:\Users\o'neil\a.zip") == r"& 'C:\Python312\python.exe' 'C:\Users\o''neil\a.zip'"
-    assert ps.stop_command(77) == "taskkill /PID 77 /T /F 2>$null; exit 0"
-    assert "$env:LOCALAPPDATA" in ps.info_command
+    assert ps.stop_command(77) == ("taskkill /PID 77 /T /F 2>$null; if (-not $?) { taskkill /PID 77 /F 2>$null }; "
+                                   "exit 0")
+    probe = ps.python_probe("python")
+    assert probe.startswith("& python -c 'import sys") and probe.endswith("'")
+    assert '"' not in probe, "double quotes do not survive PowerShell's argument passing"
+    assert probe[len("& python -c '"):-1].replace("''", "'") == PROBE_SCRIPT
 
 
 def test_probe_script_survives_every_shell():
     """No character that cmd (%), PowerShell ($, `) or sh ($, `, \\) would expand inside double quotes."""
     assert not set(PROBE_SCRIPT) & set('%$`"\\')
+
+
+def test_probe_script_answers_one_ascii_line_with_the_agents_cache_dir():
+    out = subprocess.run([sys.executable, "-c", PROBE_SCRIPT], capture_output=True, text=True, check=True).stdout
+    assert out.isascii() and len(out.splitlines()) == 1
+    major, minor, version, cores, machine, platform, executable, cache_base = _probe_answer(out)
+    assert (major, minor) == sys.version_info[:2] and cores == os.cpu_count() and platform == sys.platform
+    assert executable == sys.executable
+    assert os.path.join(cache_base, "cluster-console") == cache_dir()
+
+
+def test_probe_answer_ignores_what_is_not_the_probe():
+    assert _probe_answer("'python3' is not recognized as an internal or external command\r\n") is None
+    assert _probe_answer("Python was not found; run without arguments to install from the Microsoft Store") is None
+    line = json.dumps([3, 12, "3.12.1", 8, "AMD64", "win32", "C:\\Users\\Zo\u00eb\\python.exe", "C:\\x"])
+    assert _probe_answer("warning: something\n" + line + "\r\n")[6] == "C:\\Users\\Zoë\\python.exe"
 
 
 def test_bundle_dir_per_shell():

@@ -1,14 +1,11 @@
 """The headless output as plain objects: rendered into a string console, no cluster running."""
 
 import io
-import os
-import threading
 
 from rich.console import Console
 
 from console.headless import PlainReporter, duration, progress_line, render_live, render_summary
 from console.snapshot import ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
-from nodeagent.stream import ThreadedPipeStream
 
 JOB = JobSnapshot(name="factorize", status="running", items_total=1000, items_done=450, chunks_total=20,
                   chunks_queued=7, chunks_in_flight=4, chunks_done=9, chunks_failed=1, elapsed_s=12.0,
@@ -69,25 +66,3 @@ def test_summary_names_failures_and_failed_nodes():
     assert "chunks: 19 done, 1 failed of 20; 2 attempt(s) retried" in text
     assert "chunk 3 failed for good on ws-1 (attempt 3): ZeroDivisionError: x" in text
     assert "pi-3 (10.0.0.23:22): no usable Python." in text
-
-
-def test_threaded_pipe_stream_polls_reads_and_ends_like_a_pipe():
-    """The Windows agent's stream, exercised on os pipes here."""
-    to_agent_r, to_agent_w = os.pipe()
-    from_agent_r, from_agent_w = os.pipe()
-    stream = ThreadedPipeStream(to_agent_r, from_agent_w)
-    assert stream.poll(0.05) is False
-    os.write(to_agent_w, b"hello world")
-    assert stream.poll(2.0) is True
-    assert stream.read(5) == b"hello" and stream.read(6) == b" world"
-    stream.write(b"reply")
-    assert os.read(from_agent_r, 100) == b"reply"
-    threading.Timer(0.1, os.close, (to_agent_w,)).start()
-    assert stream.poll(2.0) is True
-    try:
-        stream.read(1)
-    except EOFError:
-        pass
-    else:
-        raise AssertionError("no EOFError at the end of the pipe")
-    assert stream.closed

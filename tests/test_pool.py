@@ -97,3 +97,27 @@ def test_cancel_drops_queued_and_running_chunks(pool):
     out = drain(pool, 1, limit=10)
     assert set(out) == {9}
     assert pool.take(0.5) == []
+
+
+def test_wait_for_any_past_the_windows_handle_limit(monkeypatch):
+    """Python before 3.13 on Windows waits on at most 63 handles: more are waited on in groups."""
+    import multiprocessing
+
+    from nodeagent import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "WINDOWS", True)
+    monkeypatch.setattr(pool_module, "WINDOWS_WAIT_LIMIT", 3)
+    calls = []
+    real_wait = multiprocessing.connection.wait
+    monkeypatch.setattr(multiprocessing.connection, "wait",
+                        lambda objects, timeout=None: calls.append(len(objects)) or real_wait(objects, timeout))
+    pipes = [multiprocessing.Pipe(duplex=False) for _ in range(8)]
+    readers = [r for r, _ in pipes]
+    started = time.monotonic()
+    assert pool_module.wait_for_any(readers, 0.2) == []
+    assert 0.2 <= time.monotonic() - started < 5
+    assert max(calls) == 3
+    pipes[7][1].send_bytes(b"x")
+    assert pool_module.wait_for_any(readers, None) == [readers[7]]
+    pipes[0][1].send_bytes(b"x")
+    assert pool_module.wait_for_any(readers, 5) == [readers[0], readers[7]]
