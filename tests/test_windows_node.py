@@ -239,3 +239,30 @@ def test_dashboard_shows_the_windows_node_with_live_cpu(cluster, tmp_path):
     assert int(seen[0][3].split("%")[0]) > 60, seen
     doc = json.loads((tmp_path / "primes.json").read_text())
     assert doc["status"] == "ok" and doc["items"] == {"total": 24, "done": 24}
+
+
+def test_stop_command_ends_a_windows_agent_by_its_pid(cluster, tmp_path):
+    """The fallback for an agent that outlived its session: cmd.exe's taskkill by the agent's own pid."""
+    from console.bootstrap import launch_ssh, probe
+    from console.ssh import NodeConnection
+
+    class Quiet:
+        def set_state(self, state, error=None):
+            pass
+
+        def log(self, line):
+            pass
+
+    node = load_inventory(inventory(cluster, tmp_path, "node2")).nodes[0]
+    link = launch_ssh(node, Quiet())
+    conn = NodeConnection(node)
+    try:
+        pid = link.hello()["pid"]
+        assert wait_for(lambda: windows_pythons(cluster, "node2"), 10)
+        conn.connect()
+        status, out, err = conn.run(probe(conn).shell.stop_command(pid))
+        assert status == 0, out + err
+        assert wait_for(lambda: not windows_pythons(cluster, "node2"), 20), windows_pythons(cluster, "node2")
+    finally:
+        conn.close()
+        link.close(graceful=False)
