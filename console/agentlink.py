@@ -1,9 +1,12 @@
 """One running agent and the RPyC connection to it, whatever carries it.
 
-`AgentLink` wraps the connection with one method per exposed agent method,
-pickling and unpickling explicitly so only bytes cross. `start_local_agent`
-runs the agent as a child process speaking over its pipes; SSH nodes get the
-same `AgentLink` over their session channel (console/bootstrap.py).
+`AgentLink` wraps the connection with one method per exposed agent method;
+only bytes cross, encoded and decoded by nodeagent/wire.py, so nothing an
+agent sends can run code here. Every frame the agent sends is bounded
+(`BoundedChannel`, compressed frames included), and whatever breaks the
+protocol becomes a `WireError`. `start_local_agent` runs the agent as a child
+process speaking over its pipes; SSH nodes get the same `AgentLink` over their
+session channel (console/bootstrap.py).
 """
 
 from __future__ import annotations
@@ -11,21 +14,27 @@ from __future__ import annotations
 import pickle
 import subprocess
 import threading
-from typing import IO, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+import zlib
+from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence
 
 import rpyc
+from rpyc.core.channel import Channel
 from rpyc.core.stream import PipeStream, Stream
+from rpyc.utils.factory import connect_channel
 
-import nodeagent
 from console.bundle import local_bundle
 from console.errors import NodeError
+from nodeagent import wire
+from nodeagent.wire import ChunkItems, Collected, JobSettings, MetricsSample, WireError
 
-__all__ = ["AgentLink", "Progress", "start_local_agent", "pump_lines"]
+__all__ = ["AgentLink", "BoundedChannel", "Progress", "start_local_agent", "pump_lines", "DEFAULT_REPLY_LIMIT"]
 
 CALL_TIMEOUT_S = 10.0
 """A call not answered in this time means the node is gone (every call is quick)."""
 AGENT_SILENCE_EXIT_S = 60.0
 """An agent that hears nothing from the console for this long exits (the console calls every second)."""
+DEFAULT_REPLY_LIMIT = 256 * 2 ** 20
+"""Bytes one reply of an agent may hold until a job sets its own (max_reply_mb)."""
 
 
 class Progress(Protocol):
@@ -42,7 +51,7 @@ def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thre
     """Feed each line of `source` to `sink` from a daemon thread until EOF."""
 
     def pump() -> None:
-        for raw in iter(source.readline, b""):
+        for raw in iter(lambda: source.readline(wire.MAX_LOG_LINE), b""):
             sink(raw.decode("utf-8", "replace").rstrip())
 
     thread = threading.Thread(target=pump, name="agent-log", daemon=True)
@@ -50,12 +59,50 @@ def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thre
     return thread
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / 2 ** 20:.1f} MB"
+
+
+class BoundedChannel(Channel):
+    """rpyc's channel, refusing a frame over `limit` bytes before reading it, and inflating none past it."""
+
+    __slots__ = ["limit"]
+
+    def __init__(self, stream: Stream, limit: int) -> None:
+        super().__init__(stream)
+        self.limit = limit
+
+    def recv(self) -> bytes:
+        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
+        if length > self.limit:
+            raise WireError(f"it sent a reply of {_megabytes(length)}, over the limit of {_megabytes(self.limit)} "
+                            "(max_reply_mb in the job file)")
+        data = self.stream.read(length + len(self.FLUSHER))
+        if not data.endswith(self.FLUSHER):
+            raise WireError("its stream is out of step (a frame without its end mark)")
+        data = data[:-len(self.FLUSHER)]
+        if not compressed:
+            return data
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(data, self.limit + 1)
+        except zlib.error as exc:
+            raise WireError(f"it sent a compressed frame that does not inflate ({exc})") from None
+        if len(data) > self.limit or inflater.unconsumed_tail:
+            raise WireError(f"it sent a compressed reply inflating past the limit of {_megabytes(self.limit)} "
+                            "(max_reply_mb in the job file)")
+        if not inflater.eof:
+            raise WireError("it sent a compressed frame cut short")
+        return data
+
+
 class AgentLink:
     """The console's handle on one agent: plain calls, plain data."""
 
     def __init__(self, stream: Stream, close_transport: Callable[[], None]) -> None:
-        self._conn = rpyc.connect_stream(
-            stream, service=rpyc.VoidService,
+        self._channel = BoundedChannel(stream, DEFAULT_REPLY_LIMIT)
+        self._conn = connect_channel(
+            self._channel, service=rpyc.VoidService,
             config={"sync_request_timeout": CALL_TIMEOUT_S, "allow_pickle": False},
         )
         self._stream = stream
@@ -66,36 +113,55 @@ class AgentLink:
         self.facts: Dict[str, Any] = {}
         """What the launcher learnt: shell, python, bundle "uploaded"/"written"/"cached"."""
 
+    @property
+    def reply_limit(self) -> int:
+        """Bytes one reply may hold; a larger one is refused unread (WireError)."""
+        return self._channel.limit
+
+    @reply_limit.setter
+    def reply_limit(self, limit: int) -> None:
+        self._channel.limit = limit
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """Call an exposed method; a reply rpyc cannot read is the node's protocol violation."""
+        try:
+            return getattr(self._root, method)(*args)
+        except (EOFError, TimeoutError, WireError):
+            raise
+        except Exception as exc:  # garbage frames, netrefs where bytes belong, a remote error
+            raise WireError(f"its reply to {method} broke the protocol ({type(exc).__name__}: {exc})") from None
+
     def hello(self, silence_exit_s: float = AGENT_SILENCE_EXIT_S) -> Dict[str, Any]:
         """The node's description; raises NodeError when its protocol differs."""
-        info = pickle.loads(self._root.hello(nodeagent.PROTOCOL_VERSION, silence_exit_s))
-        self.info = info
-        if info.get("protocol") != nodeagent.PROTOCOL_VERSION:
-            raise NodeError(
-                f"the agent speaks protocol {info.get('protocol')} and this console {nodeagent.PROTOCOL_VERSION}; "
-                "run 'console bootstrap' to deploy the console's own agent."
-            )
-        return info
+        try:
+            info = wire.decode_info(self._call("hello", wire.PROTOCOL_VERSION, silence_exit_s))
+        except wire.ProtocolMismatch as exc:
+            raise NodeError(f"{exc}; run 'console bootstrap' to deploy the console's own agent.") from None
+        self.info = info._asdict()
+        return self.info
 
-    def start_job(self, settings: Dict[str, Any]) -> int:
+    def start_job(self, settings: JobSettings) -> int:
         """Give the agent a job's settings; returns its pool size."""
-        return int(self._root.start_job(pickle.dumps(settings)))
+        workers = self._call("start_job", pickle.dumps(tuple(settings)))
+        if type(workers) is not int or workers < 1:
+            raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
+        return workers
 
-    def submit(self, batch: Sequence[Tuple[int, int, bytes]]) -> None:
-        """Queue `(chunk, attempt, pickled items)` triples on the agent."""
-        self._root.submit(pickle.dumps(list(batch)))
+    def submit(self, batch: Sequence[ChunkItems]) -> None:
+        """Queue chunk orders on the agent."""
+        self._call("submit", pickle.dumps([tuple(order) for order in batch]))
 
-    def collect(self, wait: float) -> Tuple[List[tuple], int, int]:
-        """(outcomes, workers busy, tasks queued) since the last call."""
-        return pickle.loads(self._root.collect(wait))
+    def collect(self, wait: float) -> Collected:
+        """Outcomes, workers busy and tasks queued since the last call."""
+        return wire.decode_collected(self._call("collect", wait))
 
-    def metrics(self) -> Dict[str, Any]:
+    def metrics(self) -> MetricsSample:
         """CPU, memory and load of the node."""
-        return pickle.loads(self._root.metrics())
+        return wire.decode_metrics(self._call("metrics"))
 
     def cancel(self, chunks: Sequence[int]) -> None:
         """Drop these chunks on the agent."""
-        self._root.cancel(tuple(chunks))
+        self._call("cancel", tuple(chunks))
 
     def close(self, graceful: bool = True) -> None:
         """Stop the agent's pool (unless the link is known dead), close the stream; the agent exits on EOF."""

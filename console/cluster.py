@@ -3,7 +3,10 @@
 `NodeSession` is the thin worker side of the scheduler: it brings its agent up
 (through a launcher: local child process or SSH), turns agent replies into
 scheduler events and carries out the scheduler's instructions for its node. It
-decides nothing. `Cluster` holds the lock, routes instructions, writes the
+decides nothing, but it checks what the node says: an outcome for a chunk the
+node was never given, or anything the wire refuses (nodeagent/wire.py), fails
+that node for good; a value holding a type the job does not allow fails that
+chunk for good. `Cluster` holds the lock, routes instructions, writes the
 journal before a result counts, and builds immutable snapshots for the UIs.
 A clock thread ticks the scheduler (tail re-runs) and the throughput meters.
 """
@@ -17,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from console.agentlink import AgentLink, Progress, start_local_agent
 from console.errors import ConsoleError, HostKeyError, UsageError
@@ -32,8 +35,9 @@ from console.scheduler import (
     NodeJoined, NodeLost, Scheduler, SendChunks, Tick,
 )
 from console.snapshot import ChunkRecord, ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
+from nodeagent.wire import ChunkItems, ChunkOutcome, JobSettings, RefusedType, ValueDecoder, WireError
 
-__all__ = ["Cluster", "NodeSession", "JobRun", "NO_USABLE_NODE"]
+__all__ = ["Cluster", "NodeSession", "JobRun", "ChunkValue", "NO_USABLE_NODE"]
 
 
 PREFETCH = 2
@@ -52,6 +56,13 @@ def launch_local(node: Node, session: Progress) -> AgentLink:
     return start_local_agent(node.python or sys.executable, session.log)
 
 
+class ChunkValue(NamedTuple):
+    """A chunk's value as the node sent it (for the journal) and as decoded (for the result)."""
+
+    raw: bytes
+    value: Any
+
+
 @dataclass
 class JobRun:
     """One job from start to results file."""
@@ -59,12 +70,14 @@ class JobRun:
     spec: JobSpec
     scheduler: Scheduler
     journal: JournalWriter
-    settings: Dict[str, Any]
+    settings: JobSettings
+    decoder: ValueDecoder
+    """Decodes chunk values: plain data and the job's result_types only."""
     started: float
     generation: int
     custom_reduce: Optional[Callable[[List[Any]], Any]] = None
-    values: Dict[int, bytes] = field(default_factory=dict)
-    """Pickled chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
+    values: Dict[int, Any] = field(default_factory=dict)
+    """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
     resumed: int = 0
     ended: Optional[float] = None
     status: str = "running"
@@ -99,6 +112,8 @@ class NodeSession(threading.Thread):
         self.stopping = threading.Event()
         self._link: Optional[AgentLink] = None
         self._generation = -1
+        self._sent: Set[Tuple[int, int]] = set()
+        """(chunk, attempt) given to the current agent and not answered yet."""
 
     # -- called from any thread ----------------------------------------------------
 
@@ -132,10 +147,13 @@ class NodeSession(threading.Thread):
                 self._serve()
             except Exception as exc:  # ConsoleError is a sentence already; anything else is a broken stream
                 reason = str(exc) if isinstance(exc, ConsoleError) else f"{self.node.name}: {_describe(exc)}"
-                self._drop(reason, graceful=not isinstance(exc, TimeoutError))
+                self._drop(reason, graceful=not isinstance(exc, (TimeoutError, WireError)))
                 if self.stopping.is_set():
                     break
                 attempt += 1
+                if isinstance(exc, WireError):  # a node that breaks the protocol is not asked again
+                    self.set_state("failed", reason)
+                    return
                 if not was_up or isinstance(exc, HostKeyError) or attempt > RECONNECT_ATTEMPTS:
                     tail = f" (gave up after {attempt} attempts)" if was_up and attempt > 1 else ""
                     self.set_state("failed", reason + tail)
@@ -149,6 +167,7 @@ class NodeSession(threading.Thread):
         """Tell the scheduler the node is gone, and close what is left of the link."""
         link, self._link = self._link, None
         self._generation = -1
+        self._sent.clear()
         self.cluster.node_lost(self.node.name, reason)
         if link is not None:
             link.close(graceful)
@@ -162,10 +181,10 @@ class NodeSession(threading.Thread):
             self._flush(link)
             holding = self.cluster.holding(self.node.name)
             if holding:
-                outcomes, busy, _ = link.collect(COLLECT_WAIT_S)
-                self.metrics["busy"] = busy
-                if outcomes:
-                    self.cluster.handle(self._events(outcomes))
+                collected = link.collect(COLLECT_WAIT_S)
+                self.metrics["busy"] = collected.busy
+                if collected.outcomes:
+                    self.cluster.handle(self._events(collected.outcomes))
             else:
                 self.cluster.wake[self.node.name].wait(COLLECT_WAIT_S)
                 self.cluster.wake[self.node.name].clear()
@@ -178,9 +197,10 @@ class NodeSession(threading.Thread):
         job = self.cluster.job
         if job is None or job.generation == self._generation or job.status != "running":
             return
-        settings = dict(job.settings, workers=self.node.workers)
-        self.workers = link.start_job(settings)
+        link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
+        self.workers = link.start_job(job.settings._replace(workers=self.node.workers))
         self._generation = job.generation
+        self._sent.clear()
         now = time.monotonic()
         events: List[Event] = [NodeJoined(self.node.name, self.workers, now)]
         if self.draining:
@@ -195,30 +215,47 @@ class NodeSession(threading.Thread):
                 link.cancel(instruction.chunks)
             elif isinstance(instruction, SendChunks) and job is not None:
                 source = job.spec.input
+                self._sent.update((o.chunk, o.attempt) for o in instruction.chunks)
                 link.submit([
-                    (o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count))) for o in instruction.chunks
+                    ChunkItems(o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count)))
+                    for o in instruction.chunks
                 ])
 
-    def _events(self, outcomes: Sequence[tuple]) -> List[Event]:
+    def _events(self, outcomes: Sequence[ChunkOutcome]) -> List[Event]:
+        """Scheduler events for the node's outcomes, each value decoded; WireError when the node lies."""
+        job = self.cluster.job
         now = time.monotonic()
         name = self.node.name
         events: List[Event] = []
-        for chunk, attempt, status, value, error, tb, seconds in outcomes:
-            if status == "ok":
-                events.append(ChunkFinished(name, chunk, attempt, value, seconds, now))
-            else:
-                events.append(ChunkFailed(name, chunk, attempt, status, error, tb, seconds, now))
+        for o in outcomes:
+            if (o.chunk, o.attempt) not in self._sent:
+                raise WireError(f"it sent an outcome for chunk {o.chunk} attempt {o.attempt}, which it was never "
+                                "given (or had answered already)")
+            self._sent.discard((o.chunk, o.attempt))
+            if o.status != "ok":
+                events.append(ChunkFailed(name, o.chunk, o.attempt, o.status, o.error, o.traceback, o.seconds, now))
+                continue
+            assert job is not None, "the node holds chunks of a job"
+            try:
+                value = ChunkValue(o.value, job.decoder.loads(o.value))
+            except RefusedType as refused:
+                events.append(ChunkFailed(name, o.chunk, o.attempt, "refused", job.spec.refused_type(
+                    refused.name, f"chunk {o.chunk}'s value from {name}"), "", o.seconds, now, final=True))
+                continue
+            events.append(ChunkFinished(name, o.chunk, o.attempt, value, o.seconds, now))
         return events
 
     def _sample(self, link: AgentLink) -> None:
         sample = link.metrics()
         with self.cluster.lock:
-            self.metrics.update(sample)
-            if sample.get("cpu_percent") is not None:
-                self.cpu_history.append(sample["cpu_percent"])
+            self.metrics.update(sample._asdict())
+            if sample.cpu_percent is not None:
+                self.cpu_history.append(sample.cpu_percent)
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, WireError):
+        return f"the node broke the protocol: {exc}; it gets no more chunks (its chunks go to the other nodes)"
     if isinstance(exc, EOFError):
         return "the agent's stream closed (agent or link gone)"
     if isinstance(exc, TimeoutError):
@@ -278,14 +315,15 @@ class Cluster:
             if self.job is not None and self.job.status == "running":
                 raise UsageError(f"job {self.job.spec.name!r} is still running; cancel it first.")
         path = journal_path(spec.output)
-        entries = read_journal(path, spec.fingerprint()) if resume else []
+        decoder = ValueDecoder(spec.result_types)
+        entries = read_journal(path, spec, decoder) if resume else []
         scheduler = Scheduler(len(spec.input), spec.chunk_size, spec.retries, PREFETCH,
                               done_ranges=[(e.start, e.count) for e in entries])
-        settings = {"name": spec.name, "fn": spec.function, "mode": spec.mode, "combine": spec.combine,
-                    "files": job_files(spec), "timeout": spec.timeout}
+        settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, job_files(spec), spec.timeout,
+                               None)
         with self.lock:
             self._generation += 1
-            run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings,
+            run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings, decoder,
                          time.monotonic(), self._generation, custom, resumed=len(entries))
             for entry in entries:
                 run.values[entry.start] = entry.value
@@ -347,8 +385,8 @@ class Cluster:
         for instruction in instructions:
             if isinstance(instruction, Journal):
                 job.journal.write(instruction.chunk, instruction.start, instruction.count,
-                                  instruction.node, instruction.result)
-                job.values[instruction.start] = instruction.result
+                                  instruction.node, instruction.result.raw)
+                job.values[instruction.start] = instruction.result.value
             elif isinstance(instruction, (SendChunks, Cancel)):
                 session = self.sessions.get(instruction.node)
                 if session is not None:
@@ -435,6 +473,8 @@ class Cluster:
                 name: {"chunks": t.chunks_done, "items": t.items_done, "busy_seconds": round(t.busy_seconds, 3)}
                 for name, t in scheduler.nodes.items()
             }
+            node_errors = {name: session.error for name, session in self.sessions.items()
+                           if session.state == "failed" and session.error}
         document: Dict[str, Any] = {"job": job.spec.name, "status": status}
         result: Any = None
         if status in ("ok", "failed") and values:
@@ -455,6 +495,8 @@ class Cluster:
             "resumed_chunks": job.resumed,
             "elapsed_s": round(elapsed, 3),
         })
+        if node_errors:
+            document["node_errors"] = node_errors
         if job.reason:
             document["reason"] = job.reason
         return document

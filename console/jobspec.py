@@ -20,7 +20,8 @@ from console.tomlfile import Located, load
 
 __all__ = ["JobSpec", "JobInput", "load_job", "parse_job"]
 
-JOB_KEYS = {"name", "function", "chunk_function", "files", "chunk_size", "retries", "timeout", "reduce"}
+JOB_KEYS = {"name", "function", "chunk_function", "files", "chunk_size", "retries", "timeout", "reduce",
+            "result_types", "max_reply_mb"}
 INPUT_KEYS = {"range", "items", "file"}
 OUTPUT_KEYS = {"path"}
 REDUCERS = ("sum", "merge", "list")
@@ -76,6 +77,10 @@ class JobSpec:
     """The items."""
     output: Path
     """Where the results JSON goes."""
+    result_types: Tuple[str, ...] = ()
+    """"module:qualname" of the types a chunk's value may hold beyond plain data (e.g. "fractions:Fraction")."""
+    max_reply_mb: float = 256.0
+    """The largest reply an agent may send; a larger one fails the node that sent it."""
 
     @property
     def combine(self) -> str:
@@ -83,6 +88,11 @@ class JobSpec:
         if self.mode == "item" and self.reduce in ("sum", "merge"):
             return self.reduce
         return "list"
+
+    def refused_type(self, type_name: str, what: str) -> str:
+        """The sentence for a value holding a type this job file does not allow ("fractions:Fraction")."""
+        return (f"{what} holds a {type_name}, which {self.path} does not allow; if that type is expected, add "
+                f"result_types = [\"{type_name}\"] to its [job] table.")
 
     def fingerprint(self) -> str:
         """What must not change between runs for --resume to be safe."""
@@ -146,6 +156,15 @@ def parse_job(data: Dict[str, Any], text: str, path: Path, output: Optional[Path
     if reduce not in REDUCERS and not _is_ref(reduce):
         raise err(f"[job] reduce must be \"sum\", \"merge\", \"list\" or \"module:function\", not {reduce!r}.",
                   "job", 0, "reduce")
+    result_types = want("job", "result_types", job.get("result_types", []), list,
+                        'a list like ["fractions:Fraction"]')
+    for ref in result_types:
+        if not isinstance(ref, str) or not _is_ref(ref):
+            raise err(f"[job] result_types entries look like \"module:Type\" (e.g. \"fractions:Fraction\"), "
+                      f"not {ref!r}.", "job", 0, "result_types")
+    max_reply_mb = want("job", "max_reply_mb", job.get("max_reply_mb", 256), (int, float), "a number of megabytes")
+    if max_reply_mb <= 0:
+        raise err("[job] max_reply_mb must be more than 0.", "job", 0, "max_reply_mb")
     job_input = _input(err, inp, path)
     if output is None:
         raw = out.get("path", f"{name}.results.json")
@@ -154,7 +173,8 @@ def parse_job(data: Dict[str, Any], text: str, path: Path, output: Optional[Path
         output = Path(raw)
     return JobSpec(path=path, name=name, function=function, mode=mode, files=tuple(file_paths),
                    chunk_size=chunk_size, retries=retries, timeout=float(timeout), reduce=reduce,
-                   input=job_input, output=output)
+                   input=job_input, output=output, result_types=tuple(result_types),
+                   max_reply_mb=float(max_reply_mb))
 
 
 def _is_ref(value: str) -> bool:

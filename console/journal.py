@@ -4,6 +4,8 @@ One JSON object a line. The first line names the job's fingerprint (function,
 mode, chunk_size, reduce and input: what must not change for --resume to be
 safe); every further line is one chunk that counted:
 `{"chunk": 17, "start": 850, "count": 50, "node": "ws-1", "value": "<base64 pickle>"}`.
+Values are read back with the job's `ValueDecoder`, as they were when they
+arrived from a node: a journal is no way around the wire's rules.
 A result is written and flushed before it counts, under the cluster lock. The
 file is flushed to the OS, not fsynced: it survives the console being killed,
 not the console's machine losing power.
@@ -14,9 +16,11 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import IO, List, NamedTuple, Optional
+from typing import IO, Any, List, NamedTuple, Optional
 
 from console.errors import UsageError
+from console.jobspec import JobSpec
+from nodeagent.wire import RefusedType, ValueDecoder, WireError
 
 __all__ = ["JournalEntry", "JournalWriter", "read_journal", "journal_path"]
 
@@ -28,7 +32,8 @@ class JournalEntry(NamedTuple):
     start: int
     count: int
     node: str
-    value: bytes
+    value: Any
+    """The decoded value."""
 
 
 def journal_path(output: Path) -> Path:
@@ -36,8 +41,10 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal")
 
 
-def read_journal(path: Path, fingerprint: str) -> List[JournalEntry]:
-    """Entries of an earlier run of the same job; refuses a journal of another job."""
+def read_journal(path: Path, spec: JobSpec, decoder: ValueDecoder) -> List[JournalEntry]:
+    """Entries of an earlier run of the same job; refuses a journal of another job, or a value the job
+    does not allow."""
+    fingerprint = spec.fingerprint()
     entries: List[JournalEntry] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -59,8 +66,15 @@ def read_journal(path: Path, fingerprint: str) -> List[JournalEntry]:
                     "changed); run without --resume to start afresh, or restore the old job file."
                 )
             continue
-        entries.append(JournalEntry(record["chunk"], record["start"], record["count"], record["node"],
-                                    base64.b64decode(record["value"])))
+        try:
+            value = decoder.loads(base64.b64decode(record["value"]))
+        except RefusedType as refused:
+            raise UsageError(spec.refused_type(refused.name, f"{path}:{number}: chunk {record['chunk']}'s value")
+                             + " Nothing of it was loaded.") from None
+        except (WireError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path}:{number}: chunk {record['chunk']}'s value cannot be read ({exc}); remove "
+                             "the file to start afresh.") from None
+        entries.append(JournalEntry(record["chunk"], record["start"], record["count"], record["node"], value))
     return entries
 
 

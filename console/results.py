@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 __all__ = ["reduce_values", "write_results"]
 
 
-def reduce_values(reduce: str, values: Mapping[int, bytes],
+def reduce_values(reduce: str, values: Mapping[int, Any],
                   custom: Optional[Callable[[List[Any]], Any]] = None) -> Any:
-    """The job's result from `{first item index: pickled chunk value}`."""
-    ordered = [pickle.loads(values[start]) for start in sorted(values)]
+    """The job's result from `{first item index: chunk value}`."""
+    ordered = [values[start] for start in sorted(values)]
     if reduce == "sum":
         return sum(ordered)
     if reduce == "merge":

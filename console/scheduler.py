@@ -79,7 +79,8 @@ class ChunkFinished:
 
 @dataclass(frozen=True)
 class ChunkFailed:
-    """A chunk attempt raised ("error"), ran too long ("timeout") or lost its worker ("died")."""
+    """A chunk attempt raised ("error"), ran too long ("timeout"), lost its worker ("died"), or
+    sent a value the job does not allow ("refused")."""
 
     node: str
     chunk: int
@@ -89,6 +90,8 @@ class ChunkFailed:
     traceback: str = ""
     seconds: float = 0.0
     t: float = 0.0
+    final: bool = False
+    """Fails the chunk for good at once: it would fail the same way again (its copies are cancelled)."""
 
     @classmethod
     def dummy(cls, chunk: int, node: str = "n1", attempt: int = 1, **kw: object) -> "ChunkFailed":
@@ -357,12 +360,17 @@ class Scheduler:
         tally.errors += 1
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "timeout" if ev.kind == "timeout" else "failed"))
         chunk.failed_on.add(ev.node)
+        if ev.final:
+            for other in tuple(chunk.holders):
+                self._free(self.nodes[other], chunk.id)
+                out.append(Cancel(other, (chunk.id,)))
+            chunk.holders.clear()
         if chunk.holders:
             self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, False, ev.t))
             self._transition(chunk, "sent", "ChunkFailed", ev.node, ev.t)
             return
         chunk.failures += 1
-        final = chunk.failures > self.retries
+        final = ev.final or chunk.failures > self.retries
         self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, final, ev.t))
         if final:
             self._transition(chunk, "failed", "ChunkFailed", ev.node, ev.t)

@@ -4,5 +4,6 @@ Runs on Python >= 3.9 with the standard library and rpyc only (psutil when the
 node has it). Never imports `console`. Started as `python -m nodeagent`.
 """
 
-PROTOCOL_VERSION = 1
-"""Bumped whenever an exposed method changes; the console refuses a mismatch."""
+from nodeagent.wire import PROTOCOL_VERSION
+
+__all__ = ["PROTOCOL_VERSION"]

@@ -16,9 +16,10 @@ import time
 from collections import deque
 from typing import Any, Deque, List, NamedTuple, Optional, Sequence
 
+from nodeagent.wire import ChunkOutcome
 from nodeagent.worker import worker_main
 
-__all__ = ["Task", "Outcome", "ChunkPool", "default_start_method", "wait_for_any"]
+__all__ = ["Task", "ChunkPool", "default_start_method", "wait_for_any"]
 
 WINDOWS = os.name == "nt"
 WINDOWS_WAIT_LIMIT = 63 if sys.version_info < (3, 13) else None
@@ -38,18 +39,6 @@ class Task(NamedTuple):
     paths: tuple
     items: bytes
     timeout: float
-
-
-class Outcome(NamedTuple):
-    """What became of a task: status is "ok", "error", "timeout" or "died"."""
-
-    chunk: int
-    attempt: int
-    status: str
-    value: bytes
-    error: str
-    traceback: str
-    seconds: float
 
 
 def default_start_method() -> str:
@@ -82,7 +71,7 @@ class ChunkPool:
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
         self._cancelled: set = set()
-        self._outcomes: List[Outcome] = []
+        self._outcomes: List[ChunkOutcome] = []
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._workers: List[_Worker] = [self._start_worker() for _ in range(workers)]
@@ -104,7 +93,7 @@ class ChunkPool:
             self._cancelled.update(chunks)
         self._wake()
 
-    def take(self, wait: float) -> List[Outcome]:
+    def take(self, wait: float) -> List[ChunkOutcome]:
         """Outcomes finished so far, waiting up to `wait` seconds for the first one."""
         with self._done_cond:
             if not self._outcomes and wait > 0:
@@ -170,7 +159,7 @@ class ChunkPool:
         with self._done_cond:
             if task.chunk in self._cancelled:
                 return
-            self._outcomes.append(Outcome(task.chunk, task.attempt, status, value, error, tb, seconds))
+            self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds))
             self._done_cond.notify_all()
 
     def _manage(self) -> None:

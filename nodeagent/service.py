@@ -1,7 +1,7 @@
 """The agent's RPyC service: a narrow RPC surface over plain bytes and ints.
 
-Every exposed method takes and returns bytes, str, numbers or tuples of them;
-structured payloads are pickled once, explicitly, so no list or dict ever
+Every exposed method takes and returns bytes, str or numbers; the messages
+inside are nodeagent/wire.py's types, encoded there, so no list or dict ever
 crosses as a netref. One call carries a batch of chunks, one reply many
 outcomes. Called by the console's node session (console/cluster.py).
 """
@@ -18,10 +18,10 @@ from typing import Any, Dict, Optional
 
 import rpyc
 
-from nodeagent import PROTOCOL_VERSION
 from nodeagent.cache import cache_dir, content_hash
 from nodeagent.metrics import Sampler
 from nodeagent.pool import ChunkPool, Task, default_start_method
+from nodeagent.wire import PROTOCOL_VERSION, ChunkItems, Collected, JobSettings, MetricsSample, NodeInfo, encode
 
 __all__ = ["AgentService", "describe_node"]
 
@@ -53,19 +53,19 @@ def store_job_files(files: Dict[str, bytes]) -> str:
     return target
 
 
-def describe_node(sampler: Sampler) -> Dict[str, Any]:
+def describe_node(sampler: Sampler) -> NodeInfo:
     """Who this node is: the handshake's answer."""
-    return {
-        "protocol": PROTOCOL_VERSION,
-        "hostname": socket.gethostname(),
-        "os": sys.platform if sys.platform != "win32" else "windows",
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "cores": os.cpu_count() or 1,
-        "pid": os.getpid(),
-        "metrics": sampler.source,
-        "start_method": default_start_method(),
-    }
+    return NodeInfo(
+        protocol=PROTOCOL_VERSION,
+        hostname=socket.gethostname(),
+        os=sys.platform if sys.platform != "win32" else "windows",
+        arch=platform.machine(),
+        python=platform.python_version(),
+        cores=os.cpu_count() or 1,
+        pid=os.getpid(),
+        metrics=sampler.source,
+        start_method=default_start_method(),
+    )
 
 
 class AgentService(rpyc.Service):
@@ -75,7 +75,8 @@ class AgentService(rpyc.Service):
         self._sampler = Sampler(force_fallback=force_fallback_metrics)
         self._sampler_lock = threading.Lock()
         self._pool: Optional[ChunkPool] = None
-        self._job: Dict[str, Any] = {}
+        self._job: Optional[JobSettings] = None
+        self._paths: tuple = ()
         self._lock = threading.Lock()
         self.last_call = time.monotonic()
         """When the console last called; the agent's watchdog exits after a long silence."""
@@ -98,54 +99,52 @@ class AgentService(rpyc.Service):
         info = describe_node(self._sampler)
         if console_protocol != PROTOCOL_VERSION:
             log("console speaks protocol %s, this agent %s" % (console_protocol, PROTOCOL_VERSION))
-        return pickle.dumps(info)
+        return encode(info)
 
     def exposed_start_job(self, job: bytes) -> int:
-        """Take a job's settings and files, start a fresh pool for it; returns the pool size."""
+        """Take a job's pickled JobSettings, store its files, start a fresh pool for it; returns the pool size."""
         self.last_call = time.monotonic()
-        settings = pickle.loads(job)
-        settings["paths"] = (store_job_files(settings.pop("files", {})),)
-        workers = settings.get("workers") or os.cpu_count() or 1
+        settings = JobSettings(*pickle.loads(job))
+        paths = (store_job_files(settings.files),)
+        workers = settings.workers or os.cpu_count() or 1
         self._close_pool()
         pool = ChunkPool(workers)
         with self._lock:
-            self._job = settings
-            self._pool = pool
-        log("job %r: %d workers, function %s" % (settings.get("name"), workers, settings["fn"]))
+            self._job, self._paths, self._pool = settings, paths, pool
+        log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))
         return workers
 
     def exposed_submit(self, batch: bytes) -> None:
-        """Queue a batch of `(chunk, attempt, items_bytes)` for the pool."""
+        """Queue a pickled batch of ChunkOrders for the pool."""
         self.last_call = time.monotonic()
-        pool, job = self._pool, self._job
-        if pool is None:
+        pool, job, paths = self._pool, self._job, self._paths
+        if pool is None or job is None:
             raise RuntimeError("submit before start_job")
         pool.submit([
-            Task(chunk, attempt, job["fn"], job["mode"], job["combine"], job["paths"], items, job["timeout"])
-            for chunk, attempt, items in pickle.loads(batch)
+            Task(order.chunk, order.attempt, job.fn, job.mode, job.combine, paths, order.items, job.timeout)
+            for order in map(ChunkItems._make, pickle.loads(batch))
         ])
 
     def exposed_collect(self, wait: float) -> bytes:
-        """Outcomes finished since the last call (waiting up to `wait` s for one), pickled."""
+        """Collected: outcomes finished since the last call (waiting up to `wait` s for one)."""
         self.last_call = time.monotonic()
         pool = self._pool
         if pool is None:
             time.sleep(min(wait, 0.05))
-            return pickle.dumps(((), 0, 0))
+            return encode(Collected((), 0, 0))
         outcomes = pool.take(wait)
         for outcome in outcomes:
             if outcome.status != "ok":
                 log("chunk %d attempt %d: %s" % (outcome.chunk, outcome.attempt, outcome.error))
-        return pickle.dumps((tuple(tuple(o) for o in outcomes), pool.busy(), pool.queued()))
+        return encode(Collected(tuple(outcomes), pool.busy(), pool.queued()))
 
     def exposed_metrics(self) -> bytes:
-        """CPU per core, memory and load since the previous call, pickled."""
+        """A MetricsSample: CPU per core, memory and load since the previous call."""
         self.last_call = time.monotonic()
         with self._sampler_lock:
             sample = self._sampler.sample()
         pool = self._pool
-        sample["busy"] = pool.busy() if pool is not None else 0
-        return pickle.dumps(sample)
+        return encode(MetricsSample(busy=pool.busy() if pool is not None else 0, **sample))
 
     def exposed_cancel(self, chunks: tuple) -> None:
         """Drop these chunks, killing the workers that run them."""

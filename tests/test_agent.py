@@ -21,6 +21,9 @@ from console.inventory import Node
 from console.jobspec import load_job
 from helpers import FAULTY, write_job
 from nodeagent import PROTOCOL_VERSION
+from nodeagent.wire import ChunkItems, JobSettings
+
+SLOW_SQUARES = JobSettings("t", "faulty:slow_square", "item", "list", {"faulty.py": FAULTY.read_bytes()}, 30.0, 2)
 
 
 @pytest.fixture
@@ -46,9 +49,8 @@ def test_hello_describes_the_node(link):
 
 def test_agent_and_its_workers_open_no_socket(link):
     info = link.hello()
-    assert link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
-                           "files": {"faulty.py": FAULTY.read_bytes()}, "timeout": 30, "workers": 2}) == 2
-    link.submit([(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
+    assert link.start_job(SLOW_SQUARES) == 2
+    link.submit([ChunkItems(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
     time.sleep(0.5)
     processes = family(info["pid"])
     assert len(processes) >= 3, "agent plus two workers"
@@ -59,14 +61,13 @@ def test_agent_and_its_workers_open_no_socket(link):
 def test_metrics_answer_while_a_batch_runs(link):
     """A metrics call is answered while the pool is busy (the agent serves on several threads)."""
     link.hello()
-    link.start_job({"name": "t", "fn": "faulty:slow_square", "mode": "item", "combine": "list",
-                    "files": {"faulty.py": FAULTY.read_bytes()}, "timeout": 30, "workers": 2})
-    link.submit([(i, 1, pickle.dumps(list(range(20)))) for i in range(4)])
+    link.start_job(SLOW_SQUARES)
+    link.submit([ChunkItems(i, 1, pickle.dumps(list(range(20)))) for i in range(4)])
     started = time.monotonic()
     sample = link.metrics()
     assert time.monotonic() - started < 5
-    assert len(sample["cpu_per_core"]) == os.cpu_count()
-    assert sample["mem_total"] > sample["mem_used"] > 0
+    assert len(sample.cpu_per_core) == os.cpu_count()
+    assert sample.mem_total > sample.mem_used > 0
 
 
 def test_agent_exits_when_its_stdin_closes(link):
@@ -84,8 +85,8 @@ def test_fallback_metrics_without_psutil(monkeypatch):
         assert agent.hello()["metrics"] == "fallback"
         time.sleep(0.2)
         sample = agent.metrics()
-        assert sample["source"] == "fallback" and len(sample["cpu_per_core"]) == os.cpu_count()
-        assert sample["mem_total"] > 0
+        assert sample.source == "fallback" and len(sample.cpu_per_core) == os.cpu_count()
+        assert sample.mem_total > 0
     finally:
         agent.close()
 
@@ -119,7 +120,7 @@ def test_agent_of_another_protocol_is_refused_with_both_versions(monkeypatch):
     from console.errors import NodeError
 
     agent = start_local_agent(sys.executable, lambda line: None)
-    monkeypatch.setattr(nodeagent, "PROTOCOL_VERSION", 99)
+    monkeypatch.setattr(nodeagent.wire, "PROTOCOL_VERSION", 99)
     try:
         with pytest.raises(NodeError, match=f"the agent speaks protocol {PROTOCOL_VERSION} and this console 99"):
             agent.hello()

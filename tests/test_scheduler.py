@@ -626,3 +626,17 @@ def test_result_of_a_stale_attempt_is_dropped(make):
     assert [entry[3] for entry in s.story(0)][-2:] == ["result of stale attempt 1", "failure of stale attempt 1"]
     out = s.handle(ChunkFinished.dummy(0, node="ws-1", attempt=2, t=3.0))
     assert any(isinstance(i, Journal) for i in out)
+
+
+def test_a_final_failure_is_not_retried_and_cancels_the_other_copy(make: Callable[..., Scheduler]) -> None:
+    """pi-3 is slow on chunk 1 and ws-1 gets a tail copy; pi-3's value holds a type the job does not allow. It
+    would fail the same way anywhere, so chunk 1 fails for good at once (retries left or not) and ws-1's copy
+    is cancelled."""
+    s = make(total_items=2, chunk_size=1, prefetch=1, retries=5)
+    s.handle(NodeJoined(WS1, 1), NodeJoined(PI3, 1))
+    s.handle(finished(0, WS1, t=1, seconds=1))
+    assert s.handle(Tick(3)) == [SendChunks(WS1, (order(1, size=1),))]
+    assert s.handle(ChunkFailed.dummy(1, PI3, 1, kind="refused", error="holds a fractions:Fraction", final=True,
+                                      t=3.5)) == [Cancel(WS1, (1,)), JobEnded("failed")]
+    assert s.chunks[1].state == "failed" and s.chunks[1].failures == 1
+    assert [(f.kind, f.final) for f in s.failures] == [("refused", True)]

@@ -1,0 +1,239 @@
+"""Every message between the console and an agent, as a named type, encoded and decoded here.
+
+The console trusts the node it logged into no further than "this chunk's value
+is this plain data". So what crosses from the agent (its `NodeInfo`, a
+`MetricsSample`, `Collected` chunk outcomes) is encoded as nested tuples of
+plain values and decoded by an unpickler that refuses every global, then
+checked field by field: a node that sends anything else raises `WireError`.
+A chunk's value is decoded by `ValueDecoder`, which allows plain data and the
+types the job file names, nothing else (`RefusedType` names what it met).
+What goes to the agent (`JobSettings`, `ChunkItems`s, items) stays pickle: the
+node trusts the console that logged into it over SSH.
+
+Shared by both sides (console/agentlink.py, nodeagent/service.py): Python 3.9,
+standard library only. `PROTOCOL_VERSION` names this layout.
+"""
+
+import io
+import pickle
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+
+__all__ = [
+    "PROTOCOL_VERSION", "MAX_LOG_LINE", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
+    "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info", "decode_metrics",
+    "decode_collected", "ValueDecoder", "PLAIN_TYPES",
+]
+
+PROTOCOL_VERSION = 2
+"""Names this module's layout; bumped whenever a message or an exposed method changes."""
+MAX_LOG_LINE = 8192
+"""Bytes of one line of an agent's log the console keeps; longer lines are cut."""
+OUTCOME_STATUSES = ("ok", "error", "timeout", "died")
+
+
+class WireError(Exception):
+    """What a node sent is not what the protocol allows (the node misbehaved, or its stream broke)."""
+
+
+class ProtocolMismatch(WireError):
+    """The agent speaks another protocol version (an older or newer bundle)."""
+
+
+class RefusedType(Exception):
+    """A chunk's value holds a type the job file does not allow; `.name` is "module:qualname"."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class NodeInfo(NamedTuple):
+    """The agent's answer to hello: who this node is."""
+
+    protocol: int
+    hostname: str
+    os: str
+    """sys.platform, "windows" for win32."""
+    arch: str
+    python: str
+    cores: int
+    pid: int
+    """The agent's process id on the node (the stop command uses it)."""
+    metrics: str
+    """"psutil" or "fallback"."""
+    start_method: str
+
+
+class JobSettings(NamedTuple):
+    """What an agent needs to run a job's chunks (console to agent)."""
+
+    name: str
+    fn: str
+    """"module:function" of the job's code."""
+    mode: str
+    """"item" or "chunk"."""
+    combine: str
+    """How a worker folds one chunk's per-item results: "sum", "merge" or "list"."""
+    files: Dict[str, bytes]
+    """The job's own files, {relative path: content}."""
+    timeout: float
+    workers: Optional[int]
+    """Pool size; None means the node's core count."""
+
+
+class ChunkItems(NamedTuple):
+    """One chunk attempt with its items, for an agent to run (console to agent)."""
+
+    chunk: int
+    attempt: int
+    items: bytes
+    """The chunk's items, pickled by the console."""
+
+
+class ChunkOutcome(NamedTuple):
+    """What became of a chunk attempt on the node."""
+
+    chunk: int
+    attempt: int
+    status: str
+    """"ok", "error", "timeout" or "died"."""
+    value: bytes
+    """The chunk's value, pickled by the worker (decode with a ValueDecoder); empty unless ok."""
+    error: str
+    traceback: str
+    seconds: float
+
+
+class Collected(NamedTuple):
+    """The reply to collect: outcomes since the last call and the pool's state."""
+
+    outcomes: Tuple[ChunkOutcome, ...]
+    busy: int
+    """Workers running a chunk now."""
+    queued: int
+    """Chunks waiting for a worker."""
+
+
+class MetricsSample(NamedTuple):
+    """CPU, memory and load of the node since the previous sample."""
+
+    source: str
+    """"psutil" or "fallback"."""
+    cpu_percent: Optional[float]
+    cpu_per_core: Optional[Tuple[float, ...]]
+    mem_used: Optional[int]
+    mem_total: Optional[int]
+    load: Optional[Tuple[float, float, float]]
+    busy: int
+    """Workers running a chunk now."""
+
+
+def encode(message: Any) -> bytes:
+    """A message (or a plain value) as bytes; named tuples travel as plain tuples."""
+    return pickle.dumps(_plain(message), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Builds plain data only: every class or function a pickle names is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise WireError(f"it sent a pickle naming {module}.{name}, which the protocol never does")
+
+
+def _loads_plain(data: Any, what: str) -> Any:
+    if type(data) is not bytes:
+        raise WireError(f"its {what} was a {type(data).__name__}, not bytes")
+    try:
+        return _NoGlobals(io.BytesIO(data)).load()
+    except WireError:
+        raise
+    except Exception as exc:  # any malformed pickle: the stream is garbage
+        raise WireError(f"its {what} is not a valid message ({type(exc).__name__}: {exc})") from None
+
+
+_NUMBER = (int, float)
+_OPTIONAL_NUMBER = (int, float, type(None))
+
+
+def _fields(what: str, value: Any, kinds: Sequence[Tuple[type, ...]]) -> tuple:
+    if type(value) is not tuple or len(value) != len(kinds):
+        raise WireError(f"its {what} does not have the {len(kinds)} fields of protocol {PROTOCOL_VERSION}")
+    for field, kind in zip(value, kinds):
+        if not isinstance(field, kind):
+            raise WireError(f"its {what} holds a {type(field).__name__} where the protocol has "
+                            f"{' or '.join(k.__name__ for k in kind)}")
+    return value
+
+
+def decode_info(data: Any) -> NodeInfo:
+    """The agent's NodeInfo; an agent of another protocol gets a WireError naming its version."""
+    value = _loads_plain(data, "hello")
+    theirs = value[0] if type(value) is tuple and value else value.get("protocol") if type(value) is dict else None
+    if type(theirs) is int and theirs != PROTOCOL_VERSION:  # protocol 1 answered a dict
+        raise ProtocolMismatch(f"the agent speaks protocol {theirs} and this console {PROTOCOL_VERSION}")
+    return NodeInfo(*_fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,),
+                                                (str,))))
+
+
+def decode_metrics(data: Any) -> MetricsSample:
+    """A MetricsSample, each figure checked."""
+    value = _fields("metrics", _loads_plain(data, "metrics"),
+                    ((str,), _OPTIONAL_NUMBER, (tuple, type(None)), (int, type(None)), (int, type(None)),
+                     (tuple, type(None)), (int,)))
+    for figures in (value[2], value[5]):
+        if figures is not None and not all(isinstance(f, _NUMBER) for f in figures):
+            raise WireError("its metrics hold a CPU or load figure that is not a number")
+    return MetricsSample(*value)
+
+
+def decode_collected(data: Any) -> Collected:
+    """Collected outcomes, each checked; the caller checks they are for chunks it sent."""
+    outcomes, busy, queued = _fields("outcomes", _loads_plain(data, "outcomes"), ((tuple,), (int,), (int,)))
+    checked = []
+    for outcome in outcomes:
+        fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER))
+        if fields[2] not in OUTCOME_STATUSES:
+            raise WireError(f"it sent a chunk outcome with the status {fields[2][:40]!r}")
+        checked.append(ChunkOutcome(*fields))
+    return Collected(tuple(checked), busy, queued)
+
+
+PLAIN_TYPES = {
+    ("builtins", "complex"), ("builtins", "bytearray"), ("builtins", "set"), ("builtins", "frozenset"),
+    ("__builtin__", "complex"), ("__builtin__", "bytearray"), ("__builtin__", "set"),
+    ("__builtin__", "frozenset"),
+}
+"""The globals plain data needs: None, bool, int, float, str, bytes, list, tuple and dict need none."""
+
+
+class ValueDecoder:
+    """Decodes chunk values: plain data, plus the "module:qualname" types the job file allows."""
+
+    def __init__(self, allowed: Sequence[str] = ()) -> None:
+        self.allowed = frozenset(tuple(ref.split(":", 1)) for ref in allowed) | PLAIN_TYPES
+
+    def loads(self, data: bytes) -> Any:
+        """The value; RefusedType for a type not allowed, WireError for a malformed pickle."""
+        try:
+            return _AllowList(io.BytesIO(data), self.allowed).load()
+        except RefusedType:
+            raise
+        except Exception as exc:  # a malformed pickle, or an allowed type's constructor refusing its arguments
+            raise WireError(f"a chunk value is not a valid pickle ({type(exc).__name__}: {exc})") from None
+
+
+class _AllowList(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, allowed: frozenset) -> None:
+        super().__init__(file)
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed:
+            raise RefusedType(f"{module}:{name}")
+        return super().find_class(module, name)
