@@ -1,0 +1,109 @@
+"""A hostile agent: the real agent's protocol on stdin/stdout, with crafted replies.
+
+Started as a local node's `python` (through a small wrapper the tests write),
+it runs chunks with the real pool like an honest agent, then lies the way
+HOSTILE_MODE says. Every crafted pickle would create the file HOSTILE_MARKER
+if the console unpickled it; the tests check that the file never appears.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+
+import rpyc
+
+from nodeagent.__main__ import SERVING_THREADS, serve_until_closed
+from nodeagent.service import AgentService
+from nodeagent.stream import claim_stdio
+from nodeagent.wire import Collected, encode
+
+MODE = os.environ.get("HOSTILE_MODE", "")
+MARKER = os.environ.get("HOSTILE_MARKER", "/nonexistent/marker")
+
+
+class Exploit:
+    """Unpickling this calls `call(*args)`."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def exploit(how: str, marker: str = MARKER) -> bytes:
+    """A pickle that creates `marker` when loaded, by `how`."""
+    import builtins
+    import importlib
+
+    if how == "system":
+        return pickle.dumps(Exploit(os.system, f"touch {marker}"))
+    if how == "subprocess":
+        return pickle.dumps(Exploit(subprocess.call, ["touch", marker]))
+    if how == "exec":
+        return pickle.dumps(Exploit(builtins.exec, f"open({marker!r}, 'w').close()"))
+    if how == "eval":
+        return pickle.dumps(Exploit(builtins.eval, f"open({marker!r}, 'w').close()"))
+    if how == "import":  # a module whose import creates the marker (the tests put it on the console's path)
+        return pickle.dumps(Exploit(importlib.import_module, "hostile_import_marker"))
+    raise ValueError(how)
+
+
+class HostileService(AgentService):
+    """An agent that runs chunks honestly and answers dishonestly."""
+
+    stream = None
+
+    def exposed_hello(self, console_protocol, silence_exit_s=60.0):
+        honest = super().exposed_hello(console_protocol, silence_exit_s)
+        return exploit("system") if MODE == "hello-exploit" else honest
+
+    def exposed_metrics(self):
+        honest = super().exposed_metrics()
+        return exploit("exec") if MODE == "metrics-exploit" else honest
+
+    def exposed_collect(self, wait):
+        honest = super().exposed_collect(wait)
+        outcomes, busy, queued = pickle.loads(honest)
+        if not outcomes:
+            return honest
+        if MODE.startswith("value-"):
+            crafted = exploit(MODE[len("value-"):])
+            return encode(Collected(tuple(o[:3] + (crafted,) + o[4:] for o in outcomes), busy, queued))
+        if MODE == "collect-exploit":
+            return exploit("eval")
+        if MODE == "phantom":
+            return encode(Collected(((9999, 1, "ok", pickle.dumps(1), "", "", 0.1),) + outcomes, busy, queued))
+        if MODE == "oversized":
+            return os.urandom(3 * 2 ** 20)
+        if MODE == "bomb":
+            return bytes(64 * 2 ** 20)
+        if MODE == "truncated":  # a frame announced at 4096 bytes cut at 2048, then more talk: out of step
+            self.stream.write(b"\x00\x00\x10\x00\x00" + b"x" * 2048 + b"y" * 4096)
+            return honest
+        if MODE == "garbage":
+            self.stream.write(os.urandom(4096))
+            return honest
+        return honest
+
+
+def main() -> int:
+    stream = claim_stdio()
+    HostileService.stream = stream
+    service = HostileService()
+    conn = rpyc.connect_stream(stream, service=service,
+                               config={"allow_public_attrs": False, "allow_pickle": False,
+                                       "sync_request_timeout": None})
+    threads = [threading.Thread(target=serve_until_closed, args=(conn,), daemon=True) for _ in range(SERVING_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    service.on_disconnect(conn)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""A node can fail its own chunks, nothing more: a hostile agent against the real console.
+
+Each test runs `console run` over two local nodes: "good", an honest agent,
+and "evil", tests/hostile_agent.py speaking the real protocol with crafted
+replies. Every crafted pickle would create a marker file if the console
+unpickled it: the marker never appears, the console finishes the job, and
+the results file and the output name the node and what it did.
+"""
+
+import base64
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import results, run_console, write_job
+from hostile_agent import exploit
+from nodeagent.wire import ValueDecoder, WireError, decode_collected
+
+HOSTILE = Path(__file__).resolve().parent / "hostile_agent.py"
+ITEMS = range(60)
+CHUNK = 3
+
+
+def setup(tmp_path: Path, mode: str, max_reply_mb: float = 256):
+    """(job, inventory, env, marker) for a run with the hostile node in `mode`."""
+    marker = tmp_path / "PWNED"
+    wrapper = tmp_path / "evil-python"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {HOSTILE} "$@"\n')
+    wrapper.chmod(0o755)
+    (tmp_path / "hostile_import_marker.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[node]]\nname = "good"\ntransport = "local"\nworkers = 1\n\n'
+                         f'[[node]]\nname = "evil"\ntransport = "local"\nworkers = 1\npython = "{wrapper}"\n')
+    job = write_job(tmp_path, function="faulty:slow_square", items=ITEMS, chunk_size=CHUNK)
+    job.write_text(job.read_text().replace("[input]", f"max_reply_mb = {max_reply_mb}\n\n[input]"))
+    env = {"HOSTILE_MODE": mode, "HOSTILE_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    return job, inventory, env, marker
+
+
+def run(tmp_path: Path, mode: str, **options):
+    job, inventory, env, marker = setup(tmp_path, mode, **options)
+    proc = run_console("run", str(job), "--inventory", str(inventory), env=env)
+    return proc, results(job), marker
+
+
+def assert_evil_failed_and_good_finished(proc, doc, marker, how: str) -> None:
+    assert not marker.exists(), "a node's reply ran code in the console"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert doc["status"] == "ok" and doc["result"] == [x * x for x in ITEMS]
+    assert doc["chunks"] == {"total": 20, "done": 20, "failed": 0}
+    assert how in doc["node_errors"]["evil"] and "broke the protocol" in doc["node_errors"]["evil"]
+    assert "good" not in doc["node_errors"]
+    assert how in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("mode,how", [
+    ("hello-exploit", "naming posix.system"),
+    ("metrics-exploit", "naming builtins.exec"),
+    ("collect-exploit", "naming builtins.eval"),
+    ("phantom", "an outcome for chunk 9999 attempt 1, which it was never given"),
+    ("truncated", "out of step"),
+    ("garbage", "evil"),
+])
+def test_a_node_that_breaks_the_protocol_is_failed_and_runs_nothing_here(tmp_path, mode, how):
+    """Crafted pickles in the envelope, outcomes for chunks never sent, a cut frame, garbage: the node is failed
+    with the reason, its chunks go to the honest node, the result is exact."""
+    proc, doc, marker = run(tmp_path, mode)
+    assert_evil_failed_and_good_finished(proc, doc, marker, how)
+
+
+@pytest.mark.parametrize("mode,how", [("oversized", "a reply of 3.0 MB, over the limit of 1.0 MB"),
+                                      ("bomb", "inflating past the limit of 1.0 MB")])
+def test_a_reply_over_the_limit_is_refused_unread(tmp_path, mode, how):
+    """max_reply_mb = 1: a 3 MB reply is refused from its frame header; 64 MB of zeros compressed into a small
+    frame are not inflated past the limit."""
+    proc, doc, marker = run(tmp_path, mode, max_reply_mb=1)
+    assert_evil_failed_and_good_finished(proc, doc, marker, how)
+
+
+@pytest.mark.parametrize("how,names", [("system", "posix:system"), ("subprocess", "subprocess:call"),
+                                       ("exec", "builtins:exec"), ("eval", "builtins:eval"),
+                                       ("import", "importlib:import_module")])
+def test_crafted_values_fail_only_the_chunks_that_node_ran(tmp_path, how, names):
+    """Values that would run code: each chunk evil answered fails for good, naming the type and the line to add;
+    nothing runs, and every chunk the honest node ran is exact."""
+    proc, doc, marker = run(tmp_path, f"value-{how}")
+    assert not marker.exists(), "a chunk's value ran code in the console"
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failed = {f["chunk"] for f in doc["failures"]}
+    assert failed and all(f["node"] == "evil" and f["attempt"] == 1 for f in doc["failures"])
+    assert all(f"holds a {names}, which" in f["error"] and f'result_types = ["{names}"]' in f["error"]
+               for f in doc["failures"])
+    assert doc["retried_attempts"] == 0
+    assert doc["result"] == [x * x for x in ITEMS if x // CHUNK not in failed]
+    assert doc["nodes"]["good"]["chunks"] == 20 - len(failed)
+    assert f"failed for good on evil (attempt 1): chunk" in proc.stdout
+
+
+def test_a_crafted_value_in_the_journal_is_refused_on_resume(tmp_path):
+    """A journal line whose value would run os.system: --resume refuses it with a sentence, nothing runs."""
+    job = write_job(tmp_path, function="faulty:square", items=range(10), chunk_size=5)
+    first = run_console("run", str(job))
+    assert first.returncode == 0, first.stderr
+    journal = Path(str(job.with_suffix(".results.json")) + ".journal")
+    marker = tmp_path / "PWNED"
+    lines = journal.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["value"] = base64.b64encode(exploit("system", str(marker))).decode()
+    journal.write_text("\n".join([lines[0], json.dumps(record)] + lines[2:]) + "\n")
+    proc = run_console("run", str(job), "--resume")
+    assert proc.returncode == 2 and not marker.exists()
+    message = " ".join(proc.stdout.split() + proc.stderr.split())
+    assert f"{journal}:2: chunk 0's value holds a posix:system, which {job} does not allow" in message
+
+
+def test_fractions_need_the_job_to_allow_them(tmp_path):
+    """A job whose values are Fractions: refused (one sentence, no retry) until result_types allows them."""
+    (tmp_path / "thirds.py").write_text("from fractions import Fraction\n\ndef third(x):\n    return Fraction(x, 3)\n")
+    job = write_job(tmp_path, function="thirds:third", files=["thirds.py"], items=range(12), chunk_size=4,
+                    reduce="sum")
+    refused = run_console("run", str(job))
+    assert refused.returncode == 1
+    doc = results(job)
+    assert doc["chunks"] == {"total": 3, "done": 0, "failed": 3} and doc["retried_attempts"] == 0
+    assert "holds a fractions:Fraction" in doc["failures"][0]["error"]
+    assert 'result_types = ["fractions:Fraction"]' in " ".join(refused.stdout.split())
+    job.write_text(job.read_text().replace("[input]", 'result_types = ["fractions:Fraction"]\n\n[input]'))
+    allowed = run_console("run", str(job))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert results(job)["result"] == "22"  # Fraction(66, 3), written as its str in JSON
+
+
+def test_every_crafted_payload_is_live_yet_the_decoders_refuse_it(tmp_path, monkeypatch):
+    """The payloads really run code under pickle.loads; the wire's decoders refuse each without running it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "PWNED"
+    (tmp_path / "hostile_import_marker.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for how in ("system", "subprocess", "exec", "eval", "import"):
+        payload = exploit(how, str(marker))
+        with pytest.raises(Exception):
+            ValueDecoder().loads(payload)
+        with pytest.raises(WireError):
+            decode_collected(payload)
+        assert not marker.exists(), how
+        pickle.loads(payload)
+        assert marker.exists(), f"the {how} payload is not live"
+        marker.unlink()
+        sys.modules.pop("hostile_import_marker", None)
