@@ -3,7 +3,8 @@
 Errors the operator can cause (`ConsoleError`) print as one sentence and exit
 with their code; a traceback only with --debug. Exit status: 0 every chunk
 done, 1 some chunks failed for good, 2 bad command line, inventory or job file,
-3 no node usable, 130 interrupted.
+3 no node usable, 4 the console's own side failed (journal or results file
+unwritable, the reducer raised, a bug of ours), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from console.inventory import DEFAULT_INVENTORY, load_inventory
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NODES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NODES, EXIT_CONSOLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 DESCRIPTION = """\
 Run a CPU-heavy Python job across the machines of an inventory and watch it.
@@ -35,7 +36,10 @@ With no subcommand, opens the dashboard on the default inventory.
 EPILOG = """\
 exit status: 0 all chunks done; 1 some chunks failed for good (the results
 file lists them); 2 bad command line, inventory or job file; 3 no node usable;
-130 interrupted (the results file says "cancelled", --resume continues).
+4 the console's own side failed (its journal or results file could not be
+written, the reducer raised, or a bug): the sentence says what, --resume
+continues; 130 interrupted (the results file says "cancelled", --resume
+continues).
 
 examples:
   console run jobs/examples/factorize.toml
@@ -159,9 +163,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown.print(render_summary(document, snapshot))
     finally:
         cluster.close()
-    if document.get("write_error"):
-        shown.print(Text(document["write_error"], style="bold red"), soft_wrap=True)
-        return EXIT_FAILED
+    if document.get("console_error"):
+        if run.console_traceback:
+            Console(stderr=True).print(run.console_traceback, markup=False, highlight=False)
+        return EXIT_CONSOLE
     shown.print(f"results: {spec.output}", markup=False, highlight=False)
     if args.json:
         print(json.dumps(document, default=str))

@@ -6,7 +6,14 @@ scheduler events and carries out the scheduler's instructions for its node. It
 decides nothing, but it checks what the node says: an outcome for a chunk the
 node was never given, or anything the wire refuses (nodeagent/wire.py), fails
 that node for good; a value holding a type the job does not allow fails that
-chunk for good. `Cluster` holds the lock, routes instructions, writes the
+chunk for good.
+
+Two failure domains, never mixed: a node's fault (link, agent, protocol) loses
+that node's chunks back to the queue; the console's own fault (the journal or
+results file cannot be written, the reducer raises, a broken invariant, any
+exception of ours on any cluster thread) ends the job at once with one
+sentence (`JobRun.console_error`, exit status 4), keeping what was journalled.
+A chunk counts as done once its result is journalled, not before. `Cluster` holds the lock, routes instructions, writes the
 journal before a result counts, and builds immutable snapshots for the UIs.
 A clock thread ticks the scheduler (tail re-runs) and the throughput meters.
 """
@@ -17,13 +24,14 @@ import pickle
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from console.agentlink import AgentLink, Progress, start_local_agent
-from console.errors import ConsoleError, HostKeyError, UsageError
+from console.errors import ConsoleError, ConsoleFault, HostKeyError, UsageError
 from console.inventory import Node
 from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
@@ -79,9 +87,17 @@ class JobRun:
     values: Dict[int, Any] = field(default_factory=dict)
     """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
     resumed: int = 0
+    journalled_chunks: int = 0
+    """Chunks of this run whose result is journalled: what counts as done."""
+    journalled_items: int = 0
+    """Items in those chunks."""
     ended: Optional[float] = None
     status: str = "running"
     reason: str = ""
+    console_error: str = ""
+    """Set when the console's own side ended the job: what failed, where, and what to do."""
+    console_traceback: str = ""
+    """The traceback, when that was a bug of ours."""
     done_event: threading.Event = field(default_factory=threading.Event)
     """Set when the scheduler says the job ended (or no node is usable)."""
     written: threading.Event = field(default_factory=threading.Event)
@@ -145,7 +161,7 @@ class NodeSession(threading.Thread):
                 was_up, attempt = True, 0
                 self.set_state("ready")
                 self._serve()
-            except Exception as exc:  # ConsoleError is a sentence already; anything else is a broken stream
+            except NODE_FAULTS as exc:  # ConsoleError is a sentence already; the others a broken link or agent
                 reason = str(exc) if isinstance(exc, ConsoleError) else f"{self.node.name}: {_describe(exc)}"
                 self._drop(reason, graceful=not isinstance(exc, (TimeoutError, WireError)))
                 if self.stopping.is_set():
@@ -160,6 +176,11 @@ class NodeSession(threading.Thread):
                     return
                 self.set_state("lost", f"{reason} (reconnecting: attempt {attempt} of {RECONNECT_ATTEMPTS})")
                 self.stopping.wait(min(2 ** (attempt - 1), 8))
+            except Exception as exc:  # our own bug in this thread: the job ends, the node is not blamed
+                self.cluster.console_fault(exc, f"the session of node {self.node.name}")
+                self._drop("stopped: the console failed")
+                self.set_state("pending")
+                return
         self._drop("stopped")
         self.set_state("pending")
 
@@ -251,6 +272,10 @@ class NodeSession(threading.Thread):
             self.metrics.update(sample._asdict())
             if sample.cpu_percent is not None:
                 self.cpu_history.append(sample.cpu_percent)
+
+
+NODE_FAULTS = (EOFError, TimeoutError, OSError, ConsoleError, WireError)
+"""What a link or an agent raises; any other exception in a session is the console's own bug."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -359,12 +384,30 @@ class Cluster:
     # -- called by session threads -------------------------------------------------
 
     def handle(self, events: Sequence[Event]) -> None:
-        """Feed events to the job's scheduler and carry out what it says."""
+        """Feed events to the job's scheduler and carry out what it says; a fault of ours ends the job."""
         with self.lock:
             job = self.job
             if job is None or job.status != "running":
                 return
-            self._route(job.scheduler.handle(*events))
+            try:
+                self._route(job.scheduler.handle(*events))
+            except Exception as exc:  # the journal, or a broken invariant: never the node's fault
+                self.console_fault(exc, "the scheduler")
+
+    def console_fault(self, exc: BaseException, where: str) -> None:
+        """End the running job for a fault of the console's own side, with its sentence."""
+        with self.lock:
+            job = self.job
+            if job is None or job.status != "running":
+                return
+            if isinstance(exc, ConsoleFault):
+                job.console_error = str(exc)
+            else:
+                job.console_error = (f"internal error in {where}: {type(exc).__name__}: {exc}. This is a bug in the "
+                                     "console (the traceback follows); every chunk journalled so far is kept, so "
+                                     "--resume continues the job.")
+                job.console_traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self._end_job(job, "failed")
 
     def node_lost(self, name: str, reason: str) -> None:
         """A session's agent went away: its chunks go back to the queue."""
@@ -387,6 +430,8 @@ class Cluster:
                 job.journal.write(instruction.chunk, instruction.start, instruction.count,
                                   instruction.node, instruction.result.raw)
                 job.values[instruction.start] = instruction.result.value
+                job.journalled_chunks += 1
+                job.journalled_items += instruction.count
             elif isinstance(instruction, (SendChunks, Cancel)):
                 session = self.sessions.get(instruction.node)
                 if session is not None:
@@ -426,18 +471,24 @@ class Cluster:
 
     def _tick(self) -> None:
         while not self._closed.wait(0.25):
-            now = time.monotonic()
-            with self.lock:
-                for session in self.sessions.values():
-                    tally = self.job.scheduler.nodes.get(session.node.name) if self.job else None
-                    session.rate.update(now, tally.items_done if tally else 0)
-                job = self.job
-                if job is None or job.status != "running":
-                    continue
-                job.rate.update(now, job.scheduler.items_done)
-                self._route(job.scheduler.handle(Tick(now)))
-                if self.sessions and all(s.state == "failed" for s in self.sessions.values()):
-                    self._end_job(job, "failed", NO_USABLE_NODE)
+            try:
+                self._tick_once()
+            except Exception as exc:  # a bug of ours: end the job rather than let the clock stop silently
+                self.console_fault(exc, "the cluster clock")
+
+    def _tick_once(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            job = self.job
+            for session in self.sessions.values():
+                tally = job.scheduler.nodes.get(session.node.name) if job else None
+                session.rate.update(now, tally.items_done if tally else 0)
+            if job is None or job.status != "running":
+                return
+            job.rate.update(now, job.journalled_items)
+            self.handle([Tick(now)])
+            if job.status == "running" and self.sessions and all(s.state == "failed" for s in self.sessions.values()):
+                self._end_job(job, "failed", NO_USABLE_NODE)
 
     # -- results ------------------------------------------------------------------------
 
@@ -450,16 +501,26 @@ class Cluster:
         return job.status
 
     def _write_when_done(self, job: JobRun) -> None:
-        """Write the results file once the job ends, outside the lock (reducing may take a while)."""
+        """Write the results file once the job ends, outside the lock (reducing may take a while).
+
+        Whatever happens here, `written` is set: nobody waits forever on a results file."""
         job.done_event.wait()
-        document = self.job_document(job)
+        document: Dict[str, Any] = {"job": job.spec.name, "status": "failed"}
         try:
+            document = self.job_document(job)
             write_results(job.spec.output, document)
         except OSError as exc:
-            document["write_error"] = f"cannot write {job.spec.output}: {exc.strerror or exc}; the journal " \
-                                      f"{job.journal.path} still holds every result (use --resume)."
-        job.document = document
-        job.written.set()
+            job.console_error = document["console_error"] = (
+                f"cannot write the results file {job.spec.output} ({exc.strerror or exc}); make room or fix the "
+                f"directory, then run the job again with --resume: the journal {job.journal.path} holds every "
+                "finished chunk.")
+        except Exception as exc:  # a bug of ours while building the document
+            job.console_error = document["console_error"] = f"internal error while writing the results: " \
+                                                            f"{type(exc).__name__}: {exc}. This is a bug in the console."
+            job.console_traceback = traceback.format_exc()
+        finally:
+            job.document = document
+            job.written.set()
 
     def job_document(self, job: JobRun) -> Dict[str, Any]:
         """The results file's content for a job."""
@@ -477,17 +538,21 @@ class Cluster:
                            if session.state == "failed" and session.error}
         document: Dict[str, Any] = {"job": job.spec.name, "status": status}
         result: Any = None
-        if status in ("ok", "failed") and values:
+        if status in ("ok", "failed") and values and not job.console_error:
             try:
                 result = reduce_values(job.spec.reduce, values, job.custom_reduce)
-            except Exception as exc:  # the operator's reducer raised: a failed run, not our bug
+            except Exception as exc:  # the job's reducer raised: the console's side, not a node's
                 document["status"] = "failed"
-                document["reduce_error"] = f"{job.spec.reduce} raised {type(exc).__name__}: {exc}"
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                job.console_error = (
+                    f"the reducer {job.spec.reduce} of {job.spec.path} raised {type(exc).__name__}: {exc} "
+                    f"({where.filename}:{where.lineno}); fix it, then run the job again with --resume: every "
+                    "chunk is journalled, so only the reducing runs again.")
         document.update({
             "result": result,
             "chunks": {"total": _plus(scheduler.chunks_total, job.resumed),
-                       "done": scheduler.counts["done"] + job.resumed, "failed": scheduler.counts["failed"]},
-            "items": {"total": scheduler.total_items, "done": scheduler.items_done + scheduler.resumed_items},
+                       "done": job.journalled_chunks + job.resumed, "failed": scheduler.counts["failed"]},
+            "items": {"total": scheduler.total_items, "done": job.journalled_items + scheduler.resumed_items},
             "nodes": nodes,
             "failures": [{"chunk": f.chunk, "node": f.node, "attempt": f.attempt, "error": f.error,
                           "traceback": f.traceback} for f in failures],
@@ -497,6 +562,8 @@ class Cluster:
         })
         if node_errors:
             document["node_errors"] = node_errors
+        if job.console_error:
+            document["console_error"] = job.console_error
         if job.reason:
             document["reason"] = job.reason
         return document
@@ -512,17 +579,18 @@ class Cluster:
             failures: Tuple[FailureRecord, ...] = ()
             job_snap: Optional[JobSnapshot] = None
             if job is not None and scheduler is not None:
+                wall_minus_monotonic = time.time() - time.monotonic()  # events carry monotonic times
                 failures = tuple(
                     FailureRecord(f.chunk, f.node, f.error.splitlines()[0] if f.error else f.kind, f.traceback,
-                                  f.attempt, f.final, f.t) for f in scheduler.failures
+                                  f.attempt, f.final, f.t + wall_minus_monotonic) for f in scheduler.failures
                 )
                 job_snap = self._job_snapshot(job, scheduler)
             return ClusterSnapshot(t=time.time(), nodes=nodes, job=job_snap, failures=failures)
 
     def _job_snapshot(self, job: JobRun, scheduler: Scheduler) -> JobSnapshot:
         elapsed = (job.ended or time.monotonic()) - job.started
-        done_items = scheduler.items_done + scheduler.resumed_items
-        rate = job.rate.rate() if job.status == "running" else (scheduler.items_done / elapsed if elapsed else 0.0)
+        done_items = job.journalled_items + scheduler.resumed_items
+        rate = job.rate.rate() if job.status == "running" else (job.journalled_items / elapsed if elapsed else 0.0)
         left = scheduler.total_items - done_items
         eta = left / rate if rate > 0 and job.status == "running" else (0.0 if left == 0 else None)
         return JobSnapshot(
@@ -530,7 +598,7 @@ class Cluster:
             items_total=scheduler.total_items, items_done=done_items,
             chunks_total=_plus(scheduler.chunks_total, job.resumed),
             chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
-            chunks_done=scheduler.counts["done"] + job.resumed, chunks_failed=scheduler.counts["failed"],
+            chunks_done=job.journalled_chunks + job.resumed, chunks_failed=scheduler.counts["failed"],
             elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(job.spec.output),
         )
 

@@ -11,6 +11,7 @@ __all__ = [
     "JobFileError",
     "NodeError",
     "HostKeyError",
+    "ConsoleFault",
 ]
 
 
@@ -41,3 +42,10 @@ class NodeError(ConsoleError):
 class HostKeyError(NodeError):
     """A node's host key is unknown or has changed: refused until the operator decides."""
 
+
+
+class ConsoleFault(ConsoleError):
+    """The console's own side failed (its journal or results file, the job's reducer, or a bug of ours):
+    the job ends at once, and what was journalled is kept for --resume."""
+
+    exit_code = 4

@@ -107,8 +107,8 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
                               "ended and took no part.", style="yellow"))
     if document.get("reason"):
         lines.append(Text(f"stopped: {document['reason']}", style="red"))
-    if document.get("reduce_error"):
-        lines.append(Text(document["reduce_error"], style="red"))
+    if document.get("console_error"):
+        lines.append(Text(f"error: {document['console_error']}", style="bold red"))
     return Group(*lines)
 
 

@@ -6,19 +6,23 @@ safe); every further line is one chunk that counted:
 `{"chunk": 17, "start": 850, "count": 50, "node": "ws-1", "value": "<base64 pickle>"}`.
 Values are read back with the job's `ValueDecoder`, as they were when they
 arrived from a node: a journal is no way around the wire's rules.
-A result is written and flushed before it counts, under the cluster lock. The
-file is flushed to the OS, not fsynced: it survives the console being killed,
-not the console's machine losing power.
+A result is written and flushed before it counts, under the cluster lock; a
+write that fails (disk full, read-only, the file removed) raises
+`ConsoleFault`, which ends the job. A line cut by a crash or a full disk is
+dropped on --resume (its chunk runs again) and the next record starts on a
+line of its own. The file is flushed to the OS, not fsynced: it survives the
+console being killed, not the console's machine losing power.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import IO, Any, List, NamedTuple, Optional
 
-from console.errors import UsageError
+from console.errors import ConsoleFault, UsageError
 from console.jobspec import JobSpec
 from nodeagent.wire import RefusedType, ValueDecoder, WireError
 
@@ -86,23 +90,46 @@ class JournalWriter:
         fresh = not resume or not path.exists() or path.stat().st_size == 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not fresh:
+                _cut_after_last_whole_line(path)
             self._file: Optional[IO[str]] = open(path, "w" if fresh else "a", encoding="utf-8")
+            if fresh:
+                self._file.write(json.dumps({"job": fingerprint, "journal": 1}) + "\n")
+                self._file.flush()
         except OSError as exc:
             raise UsageError(f"cannot write the journal {path} ({exc.strerror or exc}); "
                              "choose a results file in a writable directory with --output.") from None
-        if fresh:
-            self._file.write(json.dumps({"job": fingerprint, "journal": 1}) + "\n")
-            self._file.flush()
 
     def write(self, chunk: int, start: int, count: int, node: str, value: bytes) -> None:
-        """Record one chunk's result and flush it to the OS."""
+        """Record one chunk's result and flush it to the OS; ConsoleFault when it cannot be."""
         assert self._file is not None
-        self._file.write(json.dumps({"chunk": chunk, "start": start, "count": count, "node": node,
-                                     "value": base64.b64encode(value).decode()}) + "\n")
-        self._file.flush()
+        line = json.dumps({"chunk": chunk, "start": start, "count": count, "node": node,
+                           "value": base64.b64encode(value).decode()}) + "\n"
+        try:
+            if os.fstat(self._file.fileno()).st_nlink == 0:
+                raise FileNotFoundError(2, "the file was removed")
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            raise ConsoleFault(
+                f"cannot write the journal {self.path} ({exc.strerror or exc}); the job stopped. Make room or "
+                f"fix the directory, then run it again with --resume: every chunk journalled before is kept "
+                f"(or give --output a place with room, moving {self.path.name} there)."
+            ) from None
 
     def close(self) -> None:
         """Close the file (the journal stays for the record and for --resume)."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # its last write already failed and was reported
+                pass
             self._file = None
+
+
+def _cut_after_last_whole_line(path: Path) -> None:
+    """Drop a last line cut short (crash, full disk), so the next record starts a line of its own."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)

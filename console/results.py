@@ -9,6 +9,7 @@ name and renamed, so a reader never sees half of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -35,8 +36,14 @@ def reduce_values(reduce: str, values: Mapping[int, Any],
 
 
 def write_results(path: Path, document: Dict[str, Any]) -> None:
-    """Write the results JSON atomically (values JSON cannot hold become strings)."""
+    """Write the results JSON atomically (values JSON cannot hold become strings); a failed write
+    leaves no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
