@@ -91,6 +91,8 @@ class JobRun:
     """Chunks of this run whose result is journalled: what counts as done."""
     journalled_items: int = 0
     """Items in those chunks."""
+    journalled_by_node: Dict[str, List[int]] = field(default_factory=dict)
+    """[chunks, items] journalled per node (the scheduler's tallies may count one the journal refused)."""
     ended: Optional[float] = None
     status: str = "running"
     reason: str = ""
@@ -432,6 +434,9 @@ class Cluster:
                 job.values[instruction.start] = instruction.result.value
                 job.journalled_chunks += 1
                 job.journalled_items += instruction.count
+                tally = job.journalled_by_node.setdefault(instruction.node, [0, 0])
+                tally[0] += 1
+                tally[1] += instruction.count
             elif isinstance(instruction, (SendChunks, Cancel)):
                 session = self.sessions.get(instruction.node)
                 if session is not None:
@@ -481,8 +486,7 @@ class Cluster:
         with self.lock:
             job = self.job
             for session in self.sessions.values():
-                tally = job.scheduler.nodes.get(session.node.name) if job else None
-                session.rate.update(now, tally.items_done if tally else 0)
+                session.rate.update(now, job.journalled_by_node.get(session.node.name, (0, 0))[1] if job else 0)
             if job is None or job.status != "running":
                 return
             job.rate.update(now, job.journalled_items)
@@ -510,7 +514,8 @@ class Cluster:
             document = self.job_document(job)
             write_results(job.spec.output, document)
         except OSError as exc:
-            job.console_error = document["console_error"] = (
+            cause = f"{job.console_error} " if job.console_error else ""
+            job.console_error = document["console_error"] = cause + (
                 f"cannot write the results file {job.spec.output} ({exc.strerror or exc}); make room or fix the "
                 f"directory, then run the job again with --resume: the journal {job.journal.path} holds every "
                 "finished chunk.")
@@ -531,7 +536,8 @@ class Cluster:
             failures = [f for f in scheduler.failures if f.final]
             elapsed = (job.ended or time.monotonic()) - job.started
             nodes = {
-                name: {"chunks": t.chunks_done, "items": t.items_done, "busy_seconds": round(t.busy_seconds, 3)}
+                name: {"chunks": job.journalled_by_node.get(name, (0, 0))[0],
+                       "items": job.journalled_by_node.get(name, (0, 0))[1], "busy_seconds": round(t.busy_seconds, 3)}
                 for name, t in scheduler.nodes.items()
             }
             node_errors = {name: session.error for name, session in self.sessions.items()
@@ -600,6 +606,7 @@ class Cluster:
             chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
             chunks_done=job.journalled_chunks + job.resumed, chunks_failed=scheduler.counts["failed"],
             elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(job.spec.output),
+            error=job.console_error or None,
         )
 
     def _node_snapshot(self, node: Node, scheduler: Optional[Scheduler]) -> NodeSnapshot:
@@ -609,6 +616,8 @@ class Cluster:
             return NodeSnapshot(name=node.name, transport=node.transport, address=node.address,
                                 tags=node.tags, state="pending")
         info, metrics = session.info, session.metrics
+        job = self.job
+        journalled = job.journalled_by_node.get(node.name, (0, 0)) if job is not None else (0, 0)
         load = metrics.get("load")
         state = session.state
         if state in ("ready", "busy"):
@@ -623,7 +632,7 @@ class Cluster:
             mem_used=metrics.get("mem_used"), mem_total=metrics.get("mem_total"),
             load=tuple(load) if load else None, metrics_source=metrics.get("source"),  # type: ignore[arg-type]
             in_flight=len(tally.held) if tally else 0,
-            chunks_done=tally.chunks_done if tally else 0, items_done=tally.items_done if tally else 0,
+            chunks_done=journalled[0], items_done=journalled[1],
             errors=tally.errors if tally else 0, items_per_s=session.rate.rate(),
             busy_seconds=tally.busy_seconds if tally else 0.0,
             recent_chunks=tuple(ChunkRecord(*r) for r in tally.recent) if tally else (),  # type: ignore[arg-type]

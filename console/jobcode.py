@@ -45,11 +45,11 @@ def job_files(spec: JobSpec) -> Dict[str, bytes]:
 
 
 def resolve_ref(ref: str, paths: Tuple[str, ...]) -> Callable[..., Any]:
-    """Import "module:function" with `paths` searched first."""
+    """Import "module:function" with `paths` searched first, as the module is on disk now."""
     for path in reversed((str(CODE_ROOT),) + paths):
         if path not in sys.path:
             sys.path.insert(0, path)
-    return resolve(ref)
+    return resolve(ref, fresh=True)
 
 
 def check_job_code(spec: JobSpec) -> Optional[Callable[..., Any]]:

@@ -71,14 +71,15 @@ def read_journal(path: Path, spec: JobSpec, decoder: ValueDecoder) -> List[Journ
                 )
             continue
         try:
-            value = decoder.loads(base64.b64decode(record["value"]))
+            entry = JournalEntry(record["chunk"], record["start"], record["count"], record["node"],
+                                 decoder.loads(base64.b64decode(record["value"])))
         except RefusedType as refused:
             raise UsageError(spec.refused_type(refused.name, f"{path}:{number}: chunk {record['chunk']}'s value")
                              + " Nothing of it was loaded.") from None
         except (WireError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}:{number}: chunk {record['chunk']}'s value cannot be read ({exc}); remove "
-                             "the file to start afresh.") from None
-        entries.append(JournalEntry(record["chunk"], record["start"], record["count"], record["node"], value))
+            raise UsageError(f"{path}:{number}: chunk {record.get('chunk')}'s record cannot be read ({exc}); "
+                             "remove the file to start afresh.") from None
+        entries.append(entry)
     return entries
 
 

@@ -165,6 +165,8 @@ class JobSnapshot:
     """Seconds left at the recent rate, None when unknown."""
     output_path: Optional[str] = None
     """Where the results file is written."""
+    error: Optional[str] = None
+    """Why the console's own side stopped the job (disk full, reducer raised, ...), when it did."""
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,16 @@ __all__ = ["resolve", "run_chunk", "worker_main"]
 _functions: Dict[str, Callable[..., Any]] = {}
 
 
-def resolve(ref: str) -> Callable[..., Any]:
-    """Import "package.module:function" and return the function (cached per worker)."""
-    fn = _functions.get(ref)
+def resolve(ref: str, fresh: bool = False) -> Callable[..., Any]:
+    """Import "package.module:function" and return the function (cached per worker).
+
+    `fresh` re-reads the module from disk when it was imported before: a long-lived
+    console must run the code as it is now, not as it was at its first job."""
+    fn = None if fresh else _functions.get(ref)
     if fn is None:
         module_name, _, attr = ref.partition(":")
-        fn = importlib.import_module(module_name)
+        module = sys.modules.get(module_name) if fresh else None
+        fn = importlib.reload(module) if module is not None else importlib.import_module(module_name)
         for part in attr.split("."):
             fn = getattr(fn, part)
         _functions[ref] = fn

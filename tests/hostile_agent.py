@@ -8,6 +8,7 @@ if the console unpickled it; the tests check that the file never appears.
 
 import os
 import pickle
+import random
 import subprocess
 import sys
 import threading
@@ -83,8 +84,8 @@ class HostileService(AgentService):
         if MODE == "truncated":  # a frame announced at 4096 bytes cut at 2048, then more talk: out of step
             self.stream.write(b"\x00\x00\x10\x00\x00" + b"x" * 2048 + b"y" * 4096)
             return honest
-        if MODE == "garbage":
-            self.stream.write(os.urandom(4096))
+        if MODE == "garbage":  # bytes that announce a 4 GB frame (see the note on stalled frames in test_hostile_node)
+            self.stream.write(b"\xff\xff\xff\xf0\x01" + random.Random(7).randbytes(4096))
             return honest
         return honest
 

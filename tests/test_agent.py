@@ -51,7 +51,9 @@ def test_agent_and_its_workers_open_no_socket(link):
     info = link.hello()
     assert link.start_job(SLOW_SQUARES) == 2
     link.submit([ChunkItems(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while len(family(info["pid"])) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     processes = family(info["pid"])
     assert len(processes) >= 3, "agent plus two workers"
     for proc in processes:

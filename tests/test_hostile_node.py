@@ -5,6 +5,11 @@ and "evil", tests/hostile_agent.py speaking the real protocol with crafted
 replies. Every crafted pickle would create a marker file if the console
 unpickled it: the marker never appears, the console finishes the job, and
 the results file and the output name the node and what it did.
+
+Not covered, and not handled yet: a node that announces a frame under the
+limit and then stays silent with its stream open keeps its session waiting
+in the middle of that frame (the tail re-runs its chunks on the others, so
+the job still finishes, but the node is not marked failed).
 """
 
 import base64
@@ -64,7 +69,7 @@ def assert_evil_failed_and_good_finished(proc, doc, marker, how: str) -> None:
     ("collect-exploit", "naming builtins.eval"),
     ("phantom", "an outcome for chunk 9999 attempt 1, which it was never given"),
     ("truncated", "out of step"),
-    ("garbage", "evil"),
+    ("garbage", "a reply of 4096.0 MB"),
 ])
 def test_a_node_that_breaks_the_protocol_is_failed_and_runs_nothing_here(tmp_path, mode, how):
     """Crafted pickles in the envelope, outcomes for chunks never sent, a cut frame, garbage: the node is failed

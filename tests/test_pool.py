@@ -61,7 +61,6 @@ def test_sigkilled_worker_fails_only_its_chunk_and_is_replaced(pool):
     deadline = time.monotonic() + 10
     while pool.busy() < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.3)
     victim = next(w for w in pool._workers if w.task is not None and w.task.chunk == 0)
     os.kill(victim.process.pid, signal.SIGKILL)
     out = drain(pool, 2)
@@ -92,7 +91,9 @@ def test_hung_chunk_times_out_and_its_worker_is_replaced(pool):
 
 def test_cancel_drops_queued_and_running_chunks(pool):
     pool.submit([task(i, fn="faulty:slow_square", items=range(20)) for i in range(4)] + [task(9)])
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while pool.busy() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     pool.cancel([0, 1, 2, 3])
     out = drain(pool, 1, limit=10)
     assert set(out) == {9}

@@ -83,6 +83,8 @@ class ConsoleApp(App[int]):
         """How long each poll took, snapshot plus widget updates, by `clock`."""
         self._clock = clock
         self._poll_error: Optional[str] = None
+        self._job_error: Optional[str] = None
+        """The console error of the last job, once notified."""
         self._table_at = float("-inf")
         self._table_states: tuple = ()
 
@@ -118,6 +120,10 @@ class ConsoleApp(App[int]):
             return
         self._poll_error = None
         self.snapshot = snapshot
+        error = snapshot.job.error if snapshot.job else None
+        if error and error != self._job_error:
+            self.notify(error, title="The job stopped", severity="error", timeout=60)
+        self._job_error = error
         states = (snapshot.job.status if snapshot.job else None,
                   tuple((node.name, node.state) for node in snapshot.nodes))
         if start - self._table_at >= TABLE_REFRESH_S or states != self._table_states:
