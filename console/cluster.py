@@ -13,8 +13,10 @@ that node's chunks back to the queue; the console's own fault (the journal or
 results file cannot be written, the reducer raises, a broken invariant, any
 exception of ours on any cluster thread) ends the job at once with one
 sentence (`JobRun.console_error`, exit status 4), keeping what was journalled.
-A chunk counts as done once its result is journalled, not before. `Cluster` holds the lock, routes instructions, writes the
-journal before a result counts, and builds immutable snapshots for the UIs.
+
+`Cluster` holds the lock, routes instructions, writes the journal before a
+result counts (a chunk is done once journalled, not before), and builds
+immutable snapshots for the UIs.
 A clock thread ticks the scheduler (tail re-runs) and the throughput meters.
 """
 
@@ -87,12 +89,9 @@ class JobRun:
     values: Dict[int, Any] = field(default_factory=dict)
     """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
     resumed: int = 0
-    journalled_chunks: int = 0
-    """Chunks of this run whose result is journalled: what counts as done."""
-    journalled_items: int = 0
-    """Items in those chunks."""
     journalled_by_node: Dict[str, List[int]] = field(default_factory=dict)
-    """[chunks, items] journalled per node (the scheduler's tallies may count one the journal refused)."""
+    """[chunks, items] journalled per node: what counts as done (the scheduler's tallies may count one
+    the journal refused)."""
     ended: Optional[float] = None
     status: str = "running"
     reason: str = ""
@@ -107,6 +106,16 @@ class JobRun:
     document: Optional[Dict[str, Any]] = None
     """The results document, once written."""
     rate: RateMeter = field(default_factory=RateMeter)
+
+    @property
+    def journalled_chunks(self) -> int:
+        """Chunks of this run whose result is journalled."""
+        return sum(chunks for chunks, _ in self.journalled_by_node.values())
+
+    @property
+    def journalled_items(self) -> int:
+        """Items in those chunks."""
+        return sum(items for _, items in self.journalled_by_node.values())
 
 
 class NodeSession(threading.Thread):
@@ -432,8 +441,6 @@ class Cluster:
                 job.journal.write(instruction.chunk, instruction.start, instruction.count,
                                   instruction.node, instruction.result.raw)
                 job.values[instruction.start] = instruction.result.value
-                job.journalled_chunks += 1
-                job.journalled_items += instruction.count
                 tally = job.journalled_by_node.setdefault(instruction.node, [0, 0])
                 tally[0] += 1
                 tally[1] += instruction.count

@@ -13,8 +13,9 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import deque
-from typing import Any, Deque, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence
 
 from nodeagent.wire import ChunkOutcome
 from nodeagent.worker import worker_main
@@ -64,8 +65,12 @@ class _Worker:
 class ChunkPool:
     """A fixed number of worker processes fed from one queue of tasks."""
 
-    def __init__(self, workers: int, start_method: Optional[str] = None) -> None:
+    def __init__(self, workers: int, start_method: Optional[str] = None,
+                 on_failure: Optional[Callable[[str], None]] = None) -> None:
+        """`on_failure(traceback)` is called if the manager thread itself fails (a bug of ours):
+        the agent exits on it, so the console sees a lost node instead of chunks that never end."""
         self.size = workers
+        self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
@@ -163,6 +168,14 @@ class ChunkPool:
             self._done_cond.notify_all()
 
     def _manage(self) -> None:
+        try:
+            self._manage_until_closed()
+        except Exception:
+            if self._on_failure is None:
+                raise
+            self._on_failure(traceback.format_exc())
+
+    def _manage_until_closed(self) -> None:
         while not self._closed:
             self._apply_cancels()
             self._assign()

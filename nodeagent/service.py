@@ -32,6 +32,12 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
+def pool_failed(trace: str) -> None:
+    """The pool's manager thread failed: say why and exit, so the console reconnects a fresh agent."""
+    log("the chunk pool failed, exiting:\n" + trace.rstrip())
+    os._exit(70)
+
+
 def store_job_files(files: Dict[str, bytes]) -> str:
     """Write the job's files under their content hash (once); the directory to import them from."""
     target = os.path.join(cache_dir(), "jobs", content_hash(files))
@@ -108,7 +114,7 @@ class AgentService(rpyc.Service):
         paths = (store_job_files(settings.files),)
         workers = settings.workers or os.cpu_count() or 1
         self._close_pool()
-        pool = ChunkPool(workers)
+        pool = ChunkPool(workers, on_failure=pool_failed)
         with self._lock:
             self._job, self._paths, self._pool = settings, paths, pool
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))

@@ -117,10 +117,10 @@ def test_a_crafted_value_in_the_journal_is_refused_on_resume(tmp_path):
     record = json.loads(lines[1])
     record["value"] = base64.b64encode(exploit("system", str(marker))).decode()
     journal.write_text("\n".join([lines[0], json.dumps(record)] + lines[2:]) + "\n")
-    proc = run_console("run", str(job), "--resume")
+    proc = run_console("run", str(job), "--resume", env={"COLUMNS": "1000"})
     assert proc.returncode == 2 and not marker.exists()
     message = " ".join(proc.stdout.split() + proc.stderr.split())
-    assert f"{journal}:2: chunk 0's value holds a posix:system, which {job} does not allow" in message
+    assert f"{journal}:2: chunk {record['chunk']}'s value holds a posix:system, which {job} does not allow" in message
 
 
 def test_fractions_need_the_job_to_allow_them(tmp_path):

@@ -122,3 +122,22 @@ def test_wait_for_any_past_the_windows_handle_limit(monkeypatch):
     assert pool_module.wait_for_any(readers, None) == [readers[7]]
     pipes[0][1].send_bytes(b"x")
     assert pool_module.wait_for_any(readers, 5) == [readers[0], readers[7]]
+
+
+def test_a_failing_manager_thread_is_reported_not_silent(monkeypatch):
+    """A bug in the pool's own thread reaches on_failure with its traceback (the agent then exits)."""
+    import threading
+
+    failures = []
+    reported = threading.Event()
+
+    def broken(self):
+        raise RuntimeError("bookkeeping broke")
+
+    monkeypatch.setattr(ChunkPool, "_assign", broken)
+    pool = ChunkPool(1, "spawn", on_failure=lambda trace: (failures.append(trace), reported.set()))
+    try:
+        assert reported.wait(10)
+    finally:
+        pool.close()
+    assert "RuntimeError: bookkeeping broke" in failures[0]
