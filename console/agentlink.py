@@ -31,6 +31,8 @@ __all__ = ["AgentLink", "BoundedChannel", "Progress", "start_local_agent", "pump
 
 CALL_TIMEOUT_S = 10.0
 """A call not answered in this time means the node is gone (every call is quick)."""
+HELLO_TIMEOUT_S = 30.0
+"""The first calls wait longer: a fresh agent on a slow or busy node is still importing."""
 AGENT_SILENCE_EXIT_S = 60.0
 """An agent that hears nothing from the console for this long exits (the console calls every second)."""
 DEFAULT_REPLY_LIMIT = 256 * 2 ** 20
@@ -103,7 +105,7 @@ class AgentLink:
         self._channel = BoundedChannel(stream, DEFAULT_REPLY_LIMIT)
         self._conn = connect_channel(
             self._channel, service=rpyc.VoidService,
-            config={"sync_request_timeout": CALL_TIMEOUT_S, "allow_pickle": False},
+            config={"sync_request_timeout": HELLO_TIMEOUT_S, "allow_pickle": False},
         )
         self._stream = stream
         self._close_transport = close_transport
@@ -137,6 +139,7 @@ class AgentLink:
             info = wire.decode_info(self._call("hello", wire.PROTOCOL_VERSION, silence_exit_s))
         except wire.ProtocolMismatch as exc:
             raise NodeError(f"{exc}; run 'console bootstrap' to deploy the console's own agent.") from None
+        self._conn._config["sync_request_timeout"] = CALL_TIMEOUT_S
         self.info = info._asdict()
         return self.info
 

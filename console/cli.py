@@ -14,7 +14,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from rich import box
 from rich.console import Console
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results file (default: the job's [output] path)")
     run.add_argument("--json", action="store_true",
                      help="print the results document as JSON on stdout (progress goes to stderr)")
+    run.add_argument("--engine", metavar="URL", default=None,
+                     help="run on an existing Dask cluster, e.g. dask://host:8786, instead of the inventory's "
+                          "nodes (needs the [dask] extra)")
     run.add_argument("--resume", action="store_true",
                      help="skip chunks already in OUTPUT.journal from an earlier run of the same job")
 
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the dashboard (the default)")
     ui.add_argument("job", type=Path, nargs="?", metavar="JOB", help="job file to offer first")
     inventory_option(ui)
+    ui.add_argument("--engine", metavar="URL", default=None, help="watch an existing Dask cluster (dask://host:8786)")
     return parser
 
 
@@ -137,16 +141,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def make_cluster(inventory: Any, engine: Optional[str]) -> Any:
+    """The cluster for a command: the inventory's nodes, or the Dask cluster that --engine or [engine] names."""
+    from console.cluster import Cluster
+
+    engine = engine or inventory.engine
+    if not engine:
+        return Cluster(inventory.nodes)
+    if not engine.startswith(("dask://", "tcp://", "tls://")):
+        raise UsageError(f"--engine {engine!r}: give a Dask scheduler as dask://host:8786 (or tcp://host:8786).")
+    from console.backends.dask import DaskBackend
+
+    return Cluster(backend=DaskBackend(engine))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
-    from console.cluster import NO_USABLE_NODE, Cluster
+    from console.cluster import NO_USABLE_NODE
     from console.headless import render_summary, watch
     from console.jobspec import load_job
 
     inventory = load_inventory(args.inventory or default_inventory())
     spec = load_job(args.job, args.output)
     shown = Console(stderr=args.json)
-    cluster = Cluster(inventory.nodes)
+    cluster = make_cluster(inventory, args.engine)
     try:
         run = cluster.start_job(spec, resume=args.resume)
         cluster.bootstrap()
@@ -256,11 +274,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """`console` / `console ui [JOB]`: the dashboard."""
-    from console.cluster import Cluster
     from console.tui.app import run_dashboard
 
     inventory = load_inventory(getattr(args, "inventory", None) or default_inventory())
-    cluster = Cluster(inventory.nodes)
+    cluster = make_cluster(inventory, getattr(args, "engine", None))
     try:
         cluster.bootstrap()
         job = getattr(args, "job", None)

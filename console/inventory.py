@@ -72,6 +72,8 @@ class Inventory:
 
     path: Path
     nodes: Tuple[Node, ...]
+    engine: Optional[str] = None
+    """An existing cluster to run jobs on instead of the nodes ([engine] dask = "tcp://host:8786")."""
 
     def select(self, names: List[str]) -> Tuple[Node, ...]:
         """The named nodes (all when `names` is empty); unknown names are an error."""
@@ -97,9 +99,13 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
     """Validate parsed TOML; `text` is only used to find line numbers for errors."""
     err = Located(path, text, InventoryError)
     for key in data:
-        if key not in ("defaults", "node"):
-            raise err(f"unknown table or key {key!r}; an inventory has [defaults] and [[node]] tables.",
+        if key not in ("defaults", "node", "engine"):
+            raise err(f"unknown table or key {key!r}; an inventory has [defaults], [[node]] and [engine] tables.",
                       key=key, table=None)
+    engine = data.get("engine", {})
+    if not isinstance(engine, dict) or set(engine) - {"dask"} or not all(isinstance(v, str) for v in engine.values()):
+        raise err("[engine] takes one key, dask = \"tcp://host:8786\" (the scheduler of an existing Dask cluster).",
+                  key="engine", table=None)
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise err("'defaults' must be a table: [defaults].", key="defaults")
@@ -109,6 +115,8 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
                       "defaults", 0, key)
         _check_type(err, "[defaults]", key, value, "defaults", 0)
     tables = data.get("node", [])
+    if engine and not tables:
+        return Inventory(path, (), engine.get("dask"))
     if not isinstance(tables, list) or not tables:
         raise err("the inventory lists no nodes; add a [[node]] table with at least a name.")
     nodes: List[Node] = []
@@ -118,7 +126,7 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
     for index, name in enumerate(names):
         if names.index(name) != index:
             raise err(f"node name {name!r} is used twice; names must be unique.", "node", index, "name")
-    return Inventory(path, tuple(nodes))
+    return Inventory(path, tuple(nodes), engine.get("dask"))
 
 
 def _check_type(err: Located, where: str, key: str, value: Any, table: str, index: int) -> None:

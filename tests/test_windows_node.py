@@ -134,7 +134,8 @@ def test_hung_or_exiting_worker_on_windows_loses_only_its_chunk(cluster, tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = results(job)
     assert doc["result"] == [x * x for x in range(40)]
-    assert doc["retried_attempts"] == 1 and doc["failures"] == []
+    # The retry, or a tail copy on the other worker when nothing else is queued: either kills the stuck worker.
+    assert doc["retried_attempts"] in (0, 1) and doc["failures"] == []
     assert doc["nodes"]["node2"]["chunks"] == 8
     assert "lost" not in proc.stdout, "the agent went down with the worker"
 

@@ -1,0 +1,375 @@
+"""Where chunks run by default: the inventory's nodes, one agent each, over SSH or pipes.
+
+`AgentBackend` keeps one `NodeSession` thread per node. A session is the thin
+worker side of the scheduler: it brings its agent up (through a launcher:
+local child process or SSH), turns agent replies into scheduler events for
+the cluster and carries out the scheduler's instructions for its node. It
+decides nothing, but it checks what the node says: an outcome for a chunk the
+node was never given, or anything the wire refuses (nodeagent/wire.py), fails
+that node for good; a value holding a type the job does not allow fails that
+chunk for good. Link and agent faults lose the node (reconnected up to three
+times); any other exception in a session is the console's own bug and ends
+the job (console/cluster.py), never blaming the node.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
+
+from console.agentlink import AgentLink, Progress, start_local_agent
+from console.errors import ConsoleError, HostKeyError, UsageError
+from console.inventory import Node
+from console.jobrun import ChunkValue, JobRun
+from console.rates import RateMeter
+from console.scheduler import (
+    Cancel, ChunkFailed, ChunkFinished, Event, NodeDraining, NodeJoined, SendChunks,
+)
+from console.snapshot import ChunkRecord, NodeSnapshot
+from nodeagent.wire import ChunkItems, ChunkOutcome, RefusedType, WireError
+
+if TYPE_CHECKING:
+    from console.cluster import Cluster
+
+__all__ = ["AgentBackend", "NodeSession", "launch_local"]
+
+RECONNECT_ATTEMPTS = 3
+COLLECT_WAIT_S = 0.2
+METRICS_EVERY_S = 1.0
+CLOSE_WAIT_S = 5.0
+"""How long closing waits for the sessions in all; an agent left behind exits on its own."""
+
+
+def launch_local(node: Node, session: Progress) -> AgentLink:
+    """The local node: the agent is a child process of the console."""
+    session.set_state("bootstrapping")
+    return start_local_agent(node.python or sys.executable, session.log)
+
+
+class NodeSession(threading.Thread):
+    """One node's life: connect, serve the scheduler, reconnect when lost."""
+
+    def __init__(self, backend: AgentBackend, node: Node) -> None:
+        super().__init__(name=f"node-{node.name}", daemon=True)
+        assert backend.cluster is not None, "attach the backend to a cluster first"
+        self.backend = backend
+        self.cluster: "Cluster" = backend.cluster
+        self.node = node
+        self.state = "pending"
+        self.error: Optional[str] = None
+        self.info: Dict[str, Any] = {}
+        self.metrics: Dict[str, Any] = {}
+        self.cpu_history: Deque[float] = deque(maxlen=60)
+        self.log_lines: Deque[str] = deque(maxlen=200)
+        self.outbox: Deque[Instruction] = deque()
+        self.workers: Optional[int] = None
+        self.draining = False
+        """The operator drained this node: it gets no new chunks, even after a reconnect."""
+        self.rate = RateMeter()
+        self.stopping = threading.Event()
+        self._link: Optional[AgentLink] = None
+        self._generation = -1
+        self._sent: Set[Tuple[int, int]] = set()
+        """(chunk, attempt) given to the current agent and not answered yet."""
+
+    # -- called from any thread ----------------------------------------------------
+
+    def set_state(self, state: str, error: Optional[str] = None) -> None:
+        """Move the node to a state the UIs show (under the cluster lock)."""
+        with self.cluster.lock:
+            self.state = state
+            self.error = error
+
+    def log(self, line: str) -> None:
+        """Keep one line of the agent's log (its stderr) or of our own notes."""
+        self.log_lines.append(line)
+
+    def stop(self) -> None:
+        """Ask the thread to end and the agent to exit."""
+        self.stopping.set()
+
+    # -- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Bring the agent up and serve; once the node has been up, a broken link is retried."""
+        was_up = False
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                self.set_state("connecting")
+                self._link = self.backend.launcher(self.node, self)
+                self.info = self._link.hello()
+                was_up, attempt = True, 0
+                self.set_state("ready")
+                self._serve()
+            except NODE_FAULTS as exc:  # ConsoleError is a sentence already; the others a broken link or agent
+                reason = str(exc) if isinstance(exc, ConsoleError) else f"{self.node.name}: {_describe(exc)}"
+                self._drop(reason, graceful=not isinstance(exc, (TimeoutError, WireError)))
+                if self.stopping.is_set():
+                    break
+                attempt += 1
+                if isinstance(exc, WireError):  # a node that breaks the protocol is not asked again
+                    self.set_state("failed", reason)
+                    return
+                if not was_up or isinstance(exc, HostKeyError) or attempt > RECONNECT_ATTEMPTS:
+                    tail = f" (gave up after {attempt} attempts)" if was_up and attempt > 1 else ""
+                    self.set_state("failed", reason + tail)
+                    return
+                self.set_state("lost", f"{reason} (reconnecting: attempt {attempt} of {RECONNECT_ATTEMPTS})")
+                self.stopping.wait(min(2 ** (attempt - 1), 8))
+            except Exception as exc:  # our own bug in this thread: the job ends, the node is not blamed
+                self.cluster.console_fault(exc, f"the session of node {self.node.name}")
+                self._drop("stopped: the console failed")
+                self.set_state("pending")
+                return
+        self._drop("stopped")
+        self.set_state("pending")
+
+    def _drop(self, reason: str, graceful: bool = True) -> None:
+        """Tell the scheduler the node is gone, and close what is left of the link."""
+        link, self._link = self._link, None
+        self._generation = -1
+        self._sent.clear()
+        self.cluster.node_lost(self.node.name, reason)
+        if link is not None:
+            link.close(graceful)
+
+    def _serve(self) -> None:
+        link = self._link
+        assert link is not None
+        next_metrics = 0.0
+        while not self.stopping.is_set():
+            self._join_job(link)
+            self._flush(link)
+            holding = self.cluster.holding(self.node.name)
+            if holding:
+                collected = link.collect(COLLECT_WAIT_S)
+                self.metrics["busy"] = collected.busy
+                if collected.outcomes:
+                    self.cluster.handle(self._events(collected.outcomes))
+            else:
+                self.backend.wake[self.node.name].wait(COLLECT_WAIT_S)
+                self.backend.wake[self.node.name].clear()
+            now = time.monotonic()
+            if now >= next_metrics:
+                self._sample(link)
+                next_metrics = now + METRICS_EVERY_S
+
+    def _join_job(self, link: AgentLink) -> None:
+        job = self.cluster.job
+        if job is None or job.generation == self._generation or job.status != "running":
+            return
+        link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
+        self.workers = link.start_job(job.settings._replace(workers=self.node.workers))
+        self._generation = job.generation
+        self._sent.clear()
+        now = time.monotonic()
+        events: List[Event] = [NodeJoined(self.node.name, self.workers, now)]
+        if self.draining:
+            events.append(NodeDraining(self.node.name, now))
+        self.cluster.handle(events)
+
+    def _flush(self, link: AgentLink) -> None:
+        job = self.cluster.job
+        while self.outbox:
+            instruction = self.outbox.popleft()
+            if isinstance(instruction, Cancel):
+                link.cancel(instruction.chunks)
+            elif isinstance(instruction, SendChunks) and job is not None:
+                source = job.spec.input
+                self._sent.update((o.chunk, o.attempt) for o in instruction.chunks)
+                link.submit([
+                    ChunkItems(o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count)))
+                    for o in instruction.chunks
+                ])
+
+    def _events(self, outcomes: Sequence[ChunkOutcome]) -> List[Event]:
+        """Scheduler events for the node's outcomes, each value decoded; WireError when the node lies."""
+        job = self.cluster.job
+        now = time.monotonic()
+        name = self.node.name
+        events: List[Event] = []
+        for o in outcomes:
+            if (o.chunk, o.attempt) not in self._sent:
+                raise WireError(f"it sent an outcome for chunk {o.chunk} attempt {o.attempt}, which it was never "
+                                "given (or had answered already)")
+            self._sent.discard((o.chunk, o.attempt))
+            if o.status != "ok":
+                events.append(ChunkFailed(name, o.chunk, o.attempt, o.status, o.error, o.traceback, o.seconds, now))
+                continue
+            assert job is not None, "the node holds chunks of a job"
+            try:
+                value = ChunkValue(o.value, job.decoder.loads(o.value))
+            except RefusedType as refused:
+                events.append(ChunkFailed(name, o.chunk, o.attempt, "refused", job.spec.refused_type(
+                    refused.name, f"chunk {o.chunk}'s value from {name}"), "", o.seconds, now, final=True))
+                continue
+            events.append(ChunkFinished(name, o.chunk, o.attempt, value, o.seconds, now))
+        return events
+
+    def _sample(self, link: AgentLink) -> None:
+        sample = link.metrics()
+        with self.cluster.lock:
+            self.metrics.update(sample._asdict())
+            if sample.cpu_percent is not None:
+                self.cpu_history.append(sample.cpu_percent)
+
+
+NODE_FAULTS = (EOFError, TimeoutError, OSError, ConsoleError, WireError)
+"""What a link or an agent raises; any other exception in a session is the console's own bug."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, WireError):
+        return f"the node broke the protocol: {exc}; it gets no more chunks (its chunks go to the other nodes)"
+    if isinstance(exc, EOFError):
+        return "the agent's stream closed (agent or link gone)"
+    if isinstance(exc, TimeoutError):
+        return "no answer from the agent within the call timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AgentBackend:
+    """The inventory's nodes, one session thread each; the cluster routes their instructions here."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes = tuple(nodes)
+        self.sessions: Dict[str, NodeSession] = {}
+        self.wake: Dict[str, threading.Event] = {n.name: threading.Event() for n in self.nodes}
+        self.cluster: Optional["Cluster"] = None
+        self._closed = threading.Event()
+
+    def attach(self, cluster: "Cluster") -> None:
+        """The cluster the sessions report to."""
+        self.cluster = cluster
+
+    @staticmethod
+    def launcher(node: Node, session: Progress) -> AgentLink:
+        """Bring up one node's agent by its transport."""
+        if node.transport == "local":
+            return launch_local(node, session)
+        from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
+
+        return launch_ssh(node, session)
+
+    def bootstrap(self, nodes: Optional[Sequence[str]] = None) -> None:
+        """Start (or restart) the sessions of these nodes, all when None."""
+        for node in self.nodes:
+            if nodes is None or node.name in nodes:
+                self._start_session(node)
+
+    def reconnect(self, node: str) -> None:
+        """Drop the node's session and start a new one."""
+        self.bootstrap([node])
+
+    def drain(self, node: str) -> List[Event]:
+        """Mark the node drained; the events to tell the scheduler."""
+        if node not in self.wake:
+            raise UsageError(f"no node named {node!r}.")
+        session = self.sessions.get(node)
+        if session is not None:
+            session.draining = True
+        return [NodeDraining(node, time.monotonic())]
+
+    def deliver(self, instruction: Any) -> None:
+        """A SendChunks or Cancel for one node: queue it on its session (called under the cluster lock)."""
+        session = self.sessions.get(instruction.node)
+        if session is not None:
+            session.outbox.append(instruction)
+            self.wake[instruction.node].set()
+
+    def job_started(self) -> None:
+        """Wake every session to join the new job."""
+        for event in self.wake.values():
+            event.set()
+
+    def tick(self, now: float, job: Optional[JobRun]) -> None:
+        """Update the nodes' throughput meters (under the cluster lock)."""
+        for session in self.sessions.values():
+            session.rate.update(now, job.journalled_by_node.get(session.node.name, (0, 0))[1] if job else 0)
+
+    def all_failed(self) -> bool:
+        """Every node failed for good: no job can finish."""
+        return bool(self.sessions) and all(s.state == "failed" for s in self.sessions.values())
+
+    def node_errors(self) -> Dict[str, str]:
+        """Why each failed node failed."""
+        return {name: s.error for name, s in self.sessions.items() if s.state == "failed" and s.error}
+
+    def snapshots(self, job: Optional[JobRun]) -> Tuple[NodeSnapshot, ...]:
+        """Every node as the UIs show it (under the cluster lock)."""
+        return tuple(self._node_snapshot(node, job) for node in self.nodes)
+
+    def close(self) -> None:
+        """Stop every session; wait a little for them to end."""
+        self._closed.set()
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.stop()
+            self.wake[session.node.name].set()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for session in sessions:
+            session.join(max(deadline - time.monotonic(), 0.1))
+
+    def _start_session(self, node: Node) -> None:
+        """Start the node's session; an existing one is stopped first, off the caller's thread
+        (the dashboard calls this and must not wait for a session to wind down)."""
+        old = self.sessions.get(node.name)
+        if old is None:
+            self._register(NodeSession(self, node))
+            return
+        threading.Thread(target=self._replace_session, args=(old,), name=f"restart-{node.name}",
+                         daemon=True).start()
+
+    def _replace_session(self, old: NodeSession) -> None:
+        old.stop()
+        self.wake[old.node.name].set()
+        old.join(CLOSE_WAIT_S * 2)
+        if not self._closed.is_set():
+            self._register(NodeSession(self, old.node))
+
+    def _register(self, session: NodeSession) -> None:
+        assert self.cluster is not None, "attach the backend to a cluster first"
+        with self.cluster.lock:
+            self.sessions[session.node.name] = session
+        session.start()
+
+    def _node_snapshot(self, node: Node, job: Optional[JobRun]) -> NodeSnapshot:
+        session = self.sessions.get(node.name)
+        tally = job.scheduler.nodes.get(node.name) if job is not None else None
+        if session is None:
+            return NodeSnapshot(name=node.name, transport=node.transport, address=node.address,
+                                tags=node.tags, state="pending")
+        info, metrics = session.info, session.metrics
+        journalled = job.journalled_by_node.get(node.name, (0, 0)) if job is not None else (0, 0)
+        load = metrics.get("load")
+        state = session.state
+        if state in ("ready", "busy"):
+            state = "draining" if session.draining else "busy" if tally is not None and tally.held else "ready"
+        return NodeSnapshot(
+            name=node.name, transport=node.transport, address=node.address, tags=node.tags,
+            state=state, error=session.error,  # type: ignore[arg-type]
+            os=info.get("os"), arch=info.get("arch"), python=info.get("python"), cores=info.get("cores"),
+            workers=session.workers or node.workers or info.get("cores"), workers_busy=metrics.get("busy", 0),
+            cpu_percent=metrics.get("cpu_percent"), cpu_per_core=metrics.get("cpu_per_core"),
+            cpu_history=tuple(session.cpu_history), mem_percent=_percent(metrics),
+            mem_used=metrics.get("mem_used"), mem_total=metrics.get("mem_total"),
+            load=tuple(load) if load else None, metrics_source=metrics.get("source"),  # type: ignore[arg-type]
+            in_flight=len(tally.held) if tally else 0,
+            chunks_done=journalled[0], items_done=journalled[1],
+            errors=tally.errors if tally else 0, items_per_s=session.rate.rate(),
+            busy_seconds=tally.busy_seconds if tally else 0.0,
+            recent_chunks=tuple(ChunkRecord(*r) for r in tally.recent) if tally else (),  # type: ignore[arg-type]
+            log=tuple(session.log_lines)[-50:],
+        )
+
+
+def _percent(metrics: Dict[str, Any]) -> Optional[float]:
+    used, total = metrics.get("mem_used"), metrics.get("mem_total")
+    if used is None or not total:
+        return None
+    return 100.0 * used / total

@@ -1,0 +1,215 @@
+"""A job's life, whatever runs its chunks: scheduler, journal, values, status, results file, snapshot.
+
+`JobRun` is the one owner of a job's status. It is engine-independent: the
+cluster (console/cluster.py) feeds its scheduler events from a backend
+(console/backends/) and hands it the `Journal` instructions, under the
+cluster's lock. A chunk counts as done once `record` has journalled it. The
+console's own faults (journal, results file, reducer, our bugs) end the job
+with `console_error`, never a node's fault. No threads here, no sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
+
+from console.errors import ConsoleFault, UsageError
+from console.jobcode import check_job_code, job_files
+from console.journal import JournalWriter, journal_path, read_journal
+from console.jobspec import JobSpec
+from console.rates import RateMeter
+from console.results import reduce_values, write_results
+from console.scheduler import Journal, Scheduler
+from console.snapshot import JobSnapshot
+from nodeagent.wire import JobSettings, ValueDecoder
+
+__all__ = ["JobRun", "ChunkValue", "prepare_job"]
+
+
+class ChunkValue(NamedTuple):
+    """A chunk's value as the node sent it (for the journal) and as decoded (for the result)."""
+
+    raw: bytes
+    value: Any
+
+
+@dataclass
+class JobRun:
+    """One job from start to results file."""
+
+    spec: JobSpec
+    scheduler: Scheduler
+    journal: JournalWriter
+    settings: JobSettings
+    decoder: ValueDecoder
+    """Decodes chunk values: plain data and the job's result_types only."""
+    started: float
+    generation: int
+    custom_reduce: Optional[Callable[[List[Any]], Any]] = None
+    values: Dict[int, Any] = field(default_factory=dict)
+    """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
+    resumed: int = 0
+    journalled_by_node: Dict[str, List[int]] = field(default_factory=dict)
+    """[chunks, items] journalled per node: what counts as done (the scheduler's tallies may count one
+    the journal refused)."""
+    ended: Optional[float] = None
+    status: str = "running"
+    reason: str = ""
+    console_error: str = ""
+    """Set when the console's own side ended the job: what failed, where, and what to do."""
+    console_traceback: str = ""
+    """The traceback, when that was a bug of ours."""
+    done_event: threading.Event = field(default_factory=threading.Event)
+    """Set when the job ended (the scheduler said so, it was cancelled, or the console failed)."""
+    written: threading.Event = field(default_factory=threading.Event)
+    """Set once the results file is written (or could not be)."""
+    document: Optional[Dict[str, Any]] = None
+    """The results document, once written."""
+    rate: RateMeter = field(default_factory=RateMeter)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def journalled_chunks(self) -> int:
+        """Chunks of this run whose result is journalled."""
+        return sum(chunks for chunks, _ in self.journalled_by_node.values())
+
+    @property
+    def journalled_items(self) -> int:
+        """Items in those chunks."""
+        return sum(items for _, items in self.journalled_by_node.values())
+
+    def record(self, done: Journal) -> None:
+        """Journal a chunk's result; from now on it counts. ConsoleFault when the journal cannot be written."""
+        value: ChunkValue = done.result
+        self.journal.write(done.chunk, done.start, done.count, done.node, value.raw)
+        self.values[done.start] = value.value
+        tally = self.journalled_by_node.setdefault(done.node, [0, 0])
+        tally[0] += 1
+        tally[1] += done.count
+
+    def end(self, status: str, reason: str = "") -> None:
+        """The job is over: close the journal, wake whoever waits."""
+        self.status = status
+        self.reason = reason
+        self.ended = time.monotonic()
+        self.journal.close()
+        self.done_event.set()
+
+    def fault(self, exc: BaseException, where: str) -> None:
+        """End the job for a fault of the console's own side, with its sentence (and our traceback for a bug)."""
+        if not self.running:
+            return
+        if isinstance(exc, ConsoleFault):
+            self.console_error = str(exc)
+        else:
+            self.console_error = (f"internal error in {where}: {type(exc).__name__}: {exc}. This is a bug in the "
+                                  "console (the traceback follows); every chunk journalled so far is kept, so "
+                                  "--resume continues the job.")
+            self.console_traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.end("failed")
+
+    def document_under_lock(self, node_errors: Mapping[str, str]) -> Dict[str, Any]:
+        """The results file's content, except the result itself; the caller holds the cluster lock."""
+        scheduler = self.scheduler
+        elapsed = (self.ended or time.monotonic()) - self.started
+        document: Dict[str, Any] = {"job": self.spec.name, "status": self.status, "result": None}
+        document.update({
+            "chunks": {"total": _plus(scheduler.chunks_total, self.resumed),
+                       "done": self.journalled_chunks + self.resumed, "failed": scheduler.counts["failed"]},
+            "items": {"total": scheduler.total_items, "done": self.journalled_items + scheduler.resumed_items},
+            "nodes": {name: {"chunks": self.journalled_by_node.get(name, (0, 0))[0],
+                             "items": self.journalled_by_node.get(name, (0, 0))[1],
+                             "busy_seconds": round(t.busy_seconds, 3)}
+                      for name, t in scheduler.nodes.items()},
+            "failures": [{"chunk": f.chunk, "node": f.node, "attempt": f.attempt, "error": f.error,
+                          "traceback": f.traceback} for f in scheduler.failures if f.final],
+            "retried_attempts": sum(1 for f in scheduler.failures if not f.final),
+            "resumed_chunks": self.resumed,
+            "elapsed_s": round(elapsed, 3),
+        })
+        if node_errors:
+            document["node_errors"] = dict(node_errors)
+        if self.reason:
+            document["reason"] = self.reason
+        return document
+
+    def reduce_into(self, document: Dict[str, Any], values: Mapping[int, Any]) -> None:
+        """Fold the chunk values into the document's result; a raising reducer is the console's fault."""
+        if document["status"] not in ("ok", "failed") or not values or self.console_error:
+            return
+        try:
+            document["result"] = reduce_values(self.spec.reduce, values, self.custom_reduce)
+        except Exception as exc:  # the job's reducer raised: the console's side, not a node's
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            document["status"] = "failed"
+            self.console_error = (
+                f"the reducer {self.spec.reduce} of {self.spec.path} raised {type(exc).__name__}: {exc} "
+                f"({where.filename}:{where.lineno}); fix it, then run the job again with --resume: every "
+                "chunk is journalled, so only the reducing runs again.")
+
+    def write_results(self, document: Dict[str, Any]) -> None:
+        """Write the results file; whatever happens, `written` is set, so nobody waits forever."""
+        try:
+            if self.console_error:
+                document["console_error"] = self.console_error
+            write_results(self.spec.output, document)
+        except OSError as exc:
+            cause = f"{self.console_error} " if self.console_error else ""
+            self.console_error = document["console_error"] = cause + (
+                f"cannot write the results file {self.spec.output} ({exc.strerror or exc}); make room or fix the "
+                f"directory, then run the job again with --resume: the journal {self.journal.path} holds every "
+                "finished chunk.")
+        finally:
+            self.document = document
+            self.written.set()
+
+    def snapshot(self) -> JobSnapshot:
+        """The job as the UIs show it; the caller holds the cluster lock."""
+        scheduler = self.scheduler
+        elapsed = (self.ended or time.monotonic()) - self.started
+        done_items = self.journalled_items + scheduler.resumed_items
+        rate = self.rate.rate() if self.running else (self.journalled_items / elapsed if elapsed else 0.0)
+        left = scheduler.total_items - done_items
+        eta = left / rate if rate > 0 and self.running else (0.0 if left == 0 else None)
+        return JobSnapshot(
+            name=self.spec.name, status=self.status,  # type: ignore[arg-type]
+            items_total=scheduler.total_items, items_done=done_items,
+            chunks_total=_plus(scheduler.chunks_total, self.resumed),
+            chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
+            chunks_done=self.journalled_chunks + self.resumed, chunks_failed=scheduler.counts["failed"],
+            elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(self.spec.output),
+            error=self.console_error or None,
+        )
+
+
+def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int) -> JobRun:
+    """Check the job's code, read its journal on --resume, and set up its scheduler and journal."""
+    custom = check_job_code(spec)
+    path = journal_path(spec.output)
+    decoder = ValueDecoder(spec.result_types)
+    entries = read_journal(path, spec, decoder) if resume else []
+    scheduler = Scheduler(len(spec.input), spec.chunk_size, spec.retries, prefetch,
+                          done_ranges=[(e.start, e.count) for e in entries])
+    settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, job_files(spec), spec.timeout, None)
+    run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings, decoder,
+                 time.monotonic(), generation, custom, resumed=len(entries))
+    for entry in entries:
+        run.values[entry.start] = entry.value
+    return run
+
+
+def _plus(total: Optional[int], resumed: int) -> Optional[int]:
+    """A chunk total that counts the chunks resumed from the journal (None stays unknown)."""
+    return None if total is None else total + resumed
+
+
+def check_not_running(job: Optional[JobRun]) -> None:
+    """Refuse a second job while one runs."""
+    if job is not None and job.running:
+        raise UsageError(f"job {job.spec.name!r} is still running; cancel it first.")
