@@ -137,3 +137,15 @@ def test_results_file_in_a_directory_that_cannot_exist_exits_2(tmp_path):
     proc = run_console("run", "jobs/examples/montecarlo.toml", "--output", str(blocker / "out.json"))
     assert proc.returncode == 2
     assert "cannot write the journal" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_inventory_may_name_a_dask_engine_instead_of_nodes(tmp_path):
+    from console.inventory import load_inventory
+
+    path = tmp_path / "inventory.toml"
+    path.write_text('[engine]\ndask = "tcp://10.0.0.5:8786"\n')
+    inventory = load_inventory(path)
+    assert inventory.engine == "tcp://10.0.0.5:8786" and inventory.nodes == ()
+    path.write_text('[engine]\nray = "x"\n')
+    with pytest.raises(Exception, match=r"\[engine\] takes one key, dask ="):
+        load_inventory(path)
