@@ -208,3 +208,32 @@ def test_dashboard_lists_the_dask_workers_with_live_figures(dask_cluster, tmp_pa
     assert sorted(row[0] for row in seen) == ["w1", "w2"]
     assert sum(int(row[7]) for row in seen) >= 4, seen  # chunks done, per worker
     assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(120)]
+
+
+def test_resume_on_the_agents_from_a_journal_dask_wrote(dask_cluster, tmp_path):
+    """The other way round: half the chunks on Dask, the rest with --resume on the local agent."""
+    job = write_job(tmp_path, function="faulty:square", items=range(100), chunk_size=10, reduce="sum")
+    first = run_console("run", str(job), "--engine", engine(dask_cluster))
+    assert first.returncode == 0, first.stdout
+    journal = Path(str(job.with_suffix(".results.json")) + ".journal")
+    journal.write_text("\n".join(journal.read_text().splitlines()[:4]) + "\n")
+    proc = run_console("run", str(job), "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = results(job)
+    assert doc["result"] == sum(x * x for x in range(100)) and doc["resumed_chunks"] == 3
+
+
+def test_a_chunk_that_keeps_killing_workers_fails_with_the_reason(dask_cluster, tmp_path):
+    """Every attempt of item 3 kills its worker: Dask gives up (KilledWorker) and the chunk fails for good
+    with that reason; the other chunks are exact. (Last in the module: the nannies restart the workers.)"""
+    (tmp_path / "killer.py").write_text("import os\n\ndef kill_on_3(x):\n    if x == 3:\n        os._exit(1)\n"
+                                        "    return x * x\n")
+    job = write_job(tmp_path, function="killer:kill_on_3", files=["killer.py"], items=range(8), chunk_size=2,
+                    retries=0)
+    proc = run_console("run", str(job), "--engine", engine(dask_cluster), env=wide(), timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = results(job)
+    failed = {f["chunk"] for f in doc["failures"]}
+    # Dask also suspects a chunk queued on a worker when it dies: with retries = 0 such a chunk may fail too.
+    assert 1 in failed and all(f["error"].startswith("the chunk kept killing Dask workers") for f in doc["failures"])
+    assert doc["result"] == [x * x for x in range(8) if x // 2 not in failed]
