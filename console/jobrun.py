@@ -26,7 +26,7 @@ from console.scheduler import Journal, Scheduler
 from console.snapshot import JobSnapshot
 from nodeagent.wire import JobSettings, ValueDecoder
 
-__all__ = ["JobRun", "ChunkValue", "prepare_job"]
+__all__ = ["JobRun", "ChunkValue", "prepare_job", "check_not_running"]
 
 
 class ChunkValue(NamedTuple):

@@ -134,7 +134,9 @@ def test_a_hanging_chunk_is_timed_out_and_retried(dask_cluster, tmp_path):
     proc = run_console("run", str(job), "--engine", engine(dask_cluster))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = results(job)
-    assert doc["result"] == [x * x for x in range(20)] and doc["retried_attempts"] == 1
+    # At least the hanging attempt was timed out; on a loaded machine a chunk queued behind it may be too
+    # (Dask cannot stop the hung task's thread, so the clock of a chunk sent to that worker runs meanwhile).
+    assert doc["result"] == [x * x for x in range(20)] and doc["retried_attempts"] >= 1 and not doc["failures"]
 
 
 def test_ctrl_c_exits_130_and_cancels_the_tasks(dask_cluster, tmp_path):
@@ -237,3 +239,29 @@ def test_a_chunk_that_keeps_killing_workers_fails_with_the_reason(dask_cluster, 
     # Dask also suspects a chunk queued on a worker when it dies: with retries = 0 such a chunk may fail too.
     assert 1 in failed and all(f["error"].startswith("the chunk kept killing Dask workers") for f in doc["failures"])
     assert doc["result"] == [x * x for x in range(8) if x // 2 not in failed]
+
+
+def test_mismatched_versions_are_refused_with_a_sentence(dask_cluster, tmp_path, monkeypatch):
+    """get_versions(check=True) raising (the cluster runs other versions) fails the engine with one sentence."""
+    import distributed
+
+    from console.backends.dask import DaskBackend
+    from console.cluster import Cluster
+    from console.jobspec import load_job
+
+    def mismatched(self, check=False, packages=None):
+        raise ValueError("Mismatched versions found\n\n+---------+--------+\n| Package | Client |")
+
+    monkeypatch.setattr(distributed.Client, "get_versions", mismatched)
+    job = write_job(tmp_path, function="faulty:square", items=range(4), chunk_size=2)
+    cluster = Cluster(backend=DaskBackend(dask_cluster[0]))
+    try:
+        run = cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        assert cluster.wait_job(60) == "failed"
+    finally:
+        cluster.close()
+    assert run.document["reason"] == "no node is usable"
+    assert run.document["node_errors"]["dask"] == (
+        f"dask ({dask_cluster[0]}): the cluster's versions do not match this console's (Mismatched versions "
+        "found); install the same dask and distributed everywhere.")

@@ -122,7 +122,10 @@ def test_no_socket_while_running_and_no_agent_after_the_console_is_killed(net_cl
             listeners = net_cluster_3.listening_sockets(node)
             assert len(listeners) == 1 and '"sshd"' in listeners[0] and ":22 " in listeners[0], listeners
             for pid in agent_pids(net_cluster_3, node):
-                assert psutil.Process(pid).net_connections(kind="all") == []
+                try:
+                    assert psutil.Process(pid).net_connections(kind="all") == []
+                except psutil.NoSuchProcess:  # ended since it was listed: it holds no socket
+                    pass
     finally:
         console.send_signal(signal.SIGKILL)
         console.wait(10)
@@ -246,7 +249,7 @@ def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
 def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
     """node2's link goes down mid-job: its chunks are re-run elsewhere, the result is exact, no agent stays."""
     cluster = make_net_cluster(n=3)
-    inventory = cluster.write_inventory(tmp_path / "inventory.toml", connect_timeout=2)
+    inventory = cluster.write_inventory(tmp_path / "inventory.toml", connect_timeout=5)
     console = run_in_background(slow_job(tmp_path), inventory)
     node2 = cluster.node("node2")
     try:
@@ -260,7 +263,7 @@ def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
     assert doc["result"] == [x * x for x in range(240)]
     assert doc["chunks"] == {"total": 60, "done": 60, "failed": 0}
     assert sum(share["items"] for share in doc["nodes"].values()) == 240
-    assert doc["nodes"]["node1"]["chunks"] + doc["nodes"]["node3"]["chunks"] > 40
+    assert sum(doc["nodes"].get(n, {"chunks": 0})["chunks"] for n in ("node1", "node3")) > 40
 
 
 @pytest.fixture
