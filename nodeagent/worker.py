@@ -13,9 +13,9 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-__all__ = ["resolve", "run_chunk", "worker_main"]
+__all__ = ["resolve", "run_chunk", "chunk_reply", "worker_main"]
 
 _functions: Dict[str, Callable[..., Any]] = {}
 
@@ -70,26 +70,33 @@ def _die_with_parent() -> None:
         pass
 
 
+def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
+                items_bytes: bytes) -> Tuple[str, bytes, str, str, float]:
+    """Run one chunk attempt: (status "ok" or "error", pickled value, error, traceback, seconds).
+
+    What a pool worker sends back, and what a Dask task returns (console/backends/dask_task.py)."""
+    for path in paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    started = time.perf_counter()
+    try:
+        value = pickle.dumps(run_chunk(fn_ref, mode, combine, pickle.loads(items_bytes)))
+        return "ok", value, "", "", time.perf_counter() - started
+    except BaseException as exc:  # the job's failure is data to report, whatever it is
+        error = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+        return "error", b"", error, traceback.format_exc(), time.perf_counter() - started
+
+
 def worker_main(inbox: Any, outbox: Any) -> None:
     """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process."""
     _die_with_parent()
     while True:
         try:
-            fn_ref, mode, combine, paths, items_bytes = inbox.recv()
+            task = inbox.recv()
         except (EOFError, OSError):
             return
-        for path in paths:
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        started = time.perf_counter()
         try:
-            value = pickle.dumps(run_chunk(fn_ref, mode, combine, pickle.loads(items_bytes)))
-            reply = ("ok", value, "", "", time.perf_counter() - started)
-        except BaseException as exc:  # the job's failure is data to report, whatever it is
-            error = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
-            reply = ("error", b"", error, traceback.format_exc(), time.perf_counter() - started)
-        try:
-            outbox.send(reply)
+            outbox.send(chunk_reply(*task))
         except (EOFError, OSError):
             return
 

@@ -169,7 +169,7 @@ def test_real_console_under_tmux_runs_the_example(tmp_path):
 def test_dashboard_over_three_ssh_nodes(net_cluster_3, tmp_path):
     """The dashboard on the namespace cluster: three nodes come up, a job spreads over all three."""
     inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
-    job = write_job(tmp_path, function="faulty:slow_square", items=range(360), chunk_size=3)
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(600), chunk_size=3)
 
     async def body(cluster, app):
         async with app.run_test(size=SIZE) as pilot:
@@ -185,4 +185,4 @@ def test_dashboard_over_three_ssh_nodes(net_cluster_3, tmp_path):
             assert all(name in shares for name in ("node1", "node2", "node3"))
 
     run_live(load_inventory(inventory).nodes, job, body)
-    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(360)]
+    assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(600)]

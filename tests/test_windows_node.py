@@ -199,8 +199,10 @@ def test_a_jobs_prints_go_to_the_windows_nodes_log(cluster, tmp_path):
     try:
         run = live.start_job(load_job(job))
         live.bootstrap()
-        assert live.wait_job(120) == "ok"
-        log = list(live.sessions["node2"].log_lines)
+        session = live.sessions["node2"]
+        assert live.wait_job(120) == "ok", (session.state, session.error, list(session.log_lines)[-30:],
+                                            live.snapshot().job)
+        log = list(session.log_lines)
     finally:
         live.close()
     assert run.document["result"] == [x * x for x in range(20)]

@@ -162,6 +162,8 @@ class DaskBackend:
     def _run(self) -> None:
         assert self.cluster is not None, "attach the backend to a cluster first"
         client = None
+        self.error = None
+        self._generation = -1
         try:
             self.state = "connecting"
             client = self._connect()
@@ -171,8 +173,8 @@ class DaskBackend:
         except Exception as exc:  # the cluster could not be reached or used: the "node" fails with the reason
             self.error = self.error or f"dask ({self.address}): {type(exc).__name__}: {exc}"
             self.state = "failed"
-            self.cluster.node_lost(DASK_NODE, self.error)
         finally:
+            self.cluster.node_lost(DASK_NODE, self.error or "disconnected from the Dask cluster")
             if client is not None:
                 for future in list(self._by_chunk.values()):
                     future.cancel()
