@@ -231,7 +231,7 @@ def test_a_chunk_that_keeps_killing_workers_fails_with_the_reason(dask_cluster, 
     (tmp_path / "killer.py").write_text("import os\n\ndef kill_on_3(x):\n    if x == 3:\n        os._exit(1)\n"
                                         "    return x * x\n")
     job = write_job(tmp_path, function="killer:kill_on_3", files=["killer.py"], items=range(8), chunk_size=2,
-                    retries=0)
+                    retries=0, timeout=600)
     proc = run_console("run", str(job), "--engine", engine(dask_cluster), env=wide(), timeout=180)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     doc = results(job)

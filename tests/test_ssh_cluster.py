@@ -232,7 +232,7 @@ def slow_job(tmp_path, items=240, chunk_size=4):
 def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
     """node2's agent is SIGKILLed mid-job: its session reconnects, its chunks rerun, each counts once."""
     inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
-    console = run_in_background(slow_job(tmp_path), inventory)
+    console = run_in_background(slow_job(tmp_path, items=600), inventory)
     node2 = net_cluster_3.node("node2")
     assert wait_for(lambda: journalled_by(tmp_path / "out.json", "node2"), 30), "node2 finished no chunk"
     agent = next(pid for pid, cmd in net_cluster_3.processes_in(node2) if "cluster-console/agent-" in cmd)
@@ -240,9 +240,9 @@ def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
     output, _ = console.communicate(timeout=120)
     assert console.returncode == 0, output
     doc = json.loads((tmp_path / "out.json").read_text())
-    assert doc["result"] == [x * x for x in range(240)]
-    assert doc["chunks"] == {"total": 60, "done": 60, "failed": 0}
-    assert sum(share["items"] for share in doc["nodes"].values()) == 240
+    assert doc["result"] == [x * x for x in range(600)]
+    assert doc["chunks"] == {"total": 150, "done": 150, "failed": 0}
+    assert sum(share["items"] for share in doc["nodes"].values()) == 600
     assert "node node2 is lost: node2: the agent's stream closed" in output
 
 
