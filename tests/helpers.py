@@ -4,8 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
@@ -41,3 +42,13 @@ def run_console(*args: str, env: Optional[Dict[str, str]] = None, timeout: float
 def results(job_path: Path) -> Dict[str, Any]:
     """The results document written for a job file made by `write_job`."""
     return json.loads(job_path.with_suffix(".results.json").read_text())
+
+
+def wait_for(predicate: Callable[[], Any], limit: float = 30.0, interval: float = 0.1) -> bool:
+    """Poll `predicate` until it holds or `limit` seconds pass; bounded in time, never a fixed sleep."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -27,7 +27,7 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from console.scheduler import InvalidTransition, Scheduler
-from helpers import ROOT, results, run_console, write_job
+from helpers import ROOT, results, run_console, wait_for, write_job
 
 WIDE = dict(os.environ, COLUMNS="1000")
 """Sentences naming long paths stay on one line."""
@@ -58,14 +58,6 @@ def journal_lines(journal: Path) -> list:
     except OSError:
         return []
 
-
-def wait_for(predicate, limit: float = 30.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def agents_started_after(started: float) -> list:

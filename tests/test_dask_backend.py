@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import FAULTY, ROOT, results, run_console, write_job
+from helpers import FAULTY, ROOT, results, run_console, wait_for, write_job
 from test_ssh_cluster import expected_factorisation
 
 pytestmark = pytest.mark.dask
@@ -28,14 +28,6 @@ HANG_ONCE = ("import os, time\nfrom pathlib import Path\n\ndef hang_once_on_7(x)
              "    if x == 7 and not marker.exists():\n        marker.write_text('x')\n        time.sleep(3.5)\n"
              "    return x * x\n")
 
-
-def wait_for(predicate, limit=30.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +75,12 @@ def engine(dask_cluster) -> str:
     return "dask://" + dask_cluster[0][len("tcp://"):]
 
 
+def start_run(job: Path, dask_cluster) -> subprocess.Popen:
+    """`console run JOB --engine ...` in the background, output captured."""
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--engine", engine(dask_cluster)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def wide(**extra):
     return dict(COLUMNS="1000", **extra)
 
@@ -111,9 +109,7 @@ def test_a_chunk_that_raises_is_retried_then_reported(dask_cluster, tmp_path):
 def test_a_worker_killed_mid_job_costs_nothing_but_time(dask_cluster, tmp_path):
     """SIGKILL one worker process while it runs chunks: Dask reschedules them, the result is exact."""
     job = write_job(tmp_path, function="faulty:slow_square", items=range(200), chunk_size=4)
-    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--engine",
-                                engine(dask_cluster)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    console = start_run(job, dask_cluster)
     journal = Path(str(job.with_suffix(".results.json")) + ".journal")
     assert wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) > 5, 60)
     nanny = psutil.Process(dask_cluster[1][1].pid)
@@ -143,9 +139,7 @@ def test_ctrl_c_exits_130_and_cancels_the_tasks(dask_cluster, tmp_path):
     from distributed import Client
 
     job = write_job(tmp_path, function="faulty:slow_square", items=range(2000), chunk_size=4)
-    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--engine",
-                                engine(dask_cluster)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    console = start_run(job, dask_cluster)
     journal = Path(str(job.with_suffix(".results.json")) + ".journal")
     assert wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) > 3, 60)
     console.send_signal(signal.SIGINT)

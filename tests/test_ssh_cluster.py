@@ -12,13 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from helpers import FAULTY, ROOT, run_console
+from helpers import FAULTY, ROOT, run_console, wait_for
 from jobs.factorize import factorize
 
 pytestmark = pytest.mark.sshd
@@ -52,14 +51,6 @@ def table_rows(stdout):
     return [line.split() for line in stdout.splitlines() if line.split() and line.split()[0].startswith("node")
             and line.split()[0] != "node"]
 
-
-def wait_for(predicate, limit=20.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_bootstrap_uploads_once_then_finds_the_bundle_cached(make_net_cluster, tmp_path):

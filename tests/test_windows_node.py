@@ -27,8 +27,8 @@ from console.inventory import load_inventory
 from console.jobspec import load_job
 from console.tui.app import ConsoleApp
 from console.tui.widgets import NodeTable
-from helpers import FAULTY, ROOT, results, run_console, write_job
-from test_ssh_cluster import expected_factorisation, table_rows, wait_for
+from helpers import FAULTY, ROOT, results, run_console, wait_for, write_job
+from test_ssh_cluster import expected_factorisation, table_rows
 from test_tui_live import SIZE, job_ended, run_live, until
 from test_tui_pilot import row_texts, static_text
 
