@@ -150,6 +150,10 @@ class AgentLink:
             raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
         return workers
 
+    def add_files(self, files: Dict[str, bytes]) -> None:
+        """Give the running job more files ({relative path: content}) for the chunks sent after this."""
+        self._call("add_files", pickle.dumps(files))
+
     def submit(self, batch: Sequence[ChunkItems]) -> None:
         """Queue chunk orders on the agent."""
         self._call("submit", pickle.dumps([tuple(order) for order in batch]))

@@ -1,7 +1,8 @@
 """The agent bundle: one zip that any Python 3.9+ runs as `python agent-<hash>.zip`.
 
-It holds nodeagent, the project's `jobs` package and the pure-Python rpyc of
-the console's own environment, plus a `__main__.py`; it is named by the hash
+It holds nodeagent, the project's `jobs` package and the pure-Python rpyc and
+cloudpickle (the Python API's functions by value) of the console's own
+environment, plus a `__main__.py`; it is named by the hash
 of its content. SSH nodes get it by SFTP (console/bootstrap.py); the local
 node runs it from this machine's cache, so both run the same code.
 """
@@ -15,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Tuple
 
+import cloudpickle
 import rpyc
 
 import nodeagent
@@ -29,8 +31,8 @@ CODE_ROOT = Path(nodeagent.__file__).resolve().parent.parent
 @lru_cache(maxsize=1)
 def bundle() -> Tuple[str, bytes]:
     """(content hash, zip bytes) of the agent bundle built from this console's own code."""
-    rpyc_root = Path(rpyc.__file__).resolve().parent.parent
-    sources = [(CODE_ROOT, "nodeagent"), (CODE_ROOT, "jobs"), (rpyc_root, "rpyc")]
+    sources = [(CODE_ROOT, "nodeagent"), (CODE_ROOT, "jobs")]
+    sources += [(Path(module.__file__).resolve().parent.parent, module.__name__) for module in (rpyc, cloudpickle)]
     files: Dict[str, bytes] = {}
     for base, package in sources:
         for path in sorted((base / package).rglob("*.py")):

@@ -14,7 +14,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from rich import box
 from rich.console import Console
@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.errors import ConsoleError, HostKeyError, UsageError
-from console.inventory import DEFAULT_INVENTORY, load_inventory
+from console.inventory import default_inventory, load_inventory
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +35,8 @@ With no subcommand, opens the dashboard on the default inventory.
 
 EPILOG = """\
 exit status: 0 all chunks done; 1 some chunks failed for good (the results
-file lists them); 2 bad command line, inventory or job file; 3 no node usable;
+file lists them); 2 bad command line, inventory or job file, or the job's
+function and its job file disagree (the sentence says how); 3 no node usable;
 4 the console's own side failed (its journal or results file could not be
 written, the reducer raised, or a bug): the sentence says what, --resume
 continues; 130 interrupted (the results file says "cancelled", --resume
@@ -47,6 +48,7 @@ examples:
   console run jobs/examples/factorize.toml --resume
   console bootstrap --inventory lab.toml
   console trust pi-3
+  console timeline factorize.results.json -o factorize.png
 """
 
 RUN_HELP = """\
@@ -55,12 +57,6 @@ otherwise, then a summary table. Results go to the job's [output] path (or
 --output) as JSON. Every finished chunk is journalled first to
 OUTPUT.journal, so a run that was killed continues with --resume.
 """
-
-
-def default_inventory() -> Path:
-    """./inventory.toml when there is one, else the embedded default (this machine)."""
-    here = Path("inventory.toml")
-    return here if here.exists() else DEFAULT_INVENTORY
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("node", metavar="NODE", help="node name")
     trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")
 
+    timeline = sub.add_parser(
+        "timeline", help="draw where a job's time went, from its results file",
+        description=textwrap.fill(
+            "Draw a task-stream picture of a finished job: one lane per node and worker, each chunk attempt a "
+            "bar from its start to its end, coloured by what became of it (done, failed, timed out, lost with "
+            "its node, a losing duplicate). Needs matplotlib: pip install -e \".[plot]\".", 78),
+        epilog="example: console timeline factorize.results.json -o factorize.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    timeline.add_argument("results", type=Path, metavar="RESULTS", help="a results file written by console run")
+    timeline.add_argument("--output", "-o", type=Path, default=None, metavar="PNG",
+                          help="the picture to write (default: RESULTS with .png)")
+
     ui = sub.add_parser("ui", help="open the dashboard (the default)")
     ui.add_argument("job", type=Path, nargs="?", metavar="JOB", help="job file to offer first")
     inventory_option(ui)
@@ -130,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     try:
-        commands = {"run": cmd_run, "bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust}
+        commands = {"run": cmd_run, "bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust,
+                    "timeline": cmd_timeline}
         return commands.get(args.command, cmd_ui)(args)
     except ConsoleError as exc:
         if args.debug:
@@ -141,30 +150,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def make_cluster(inventory: Any, engine: Optional[str]) -> Any:
-    """The cluster for a command: the inventory's nodes, or the Dask cluster that --engine or [engine] names."""
-    from console.cluster import Cluster
-
-    engine = engine or inventory.engine
-    if not engine:
-        return Cluster(inventory.nodes)
-    if not engine.startswith(("dask://", "tcp://", "tls://")):
-        raise UsageError(f"--engine {engine!r}: give a Dask scheduler as dask://host:8786 (or tcp://host:8786).")
-    from console.backends.dask import DaskBackend
-
-    return Cluster(backend=DaskBackend(engine))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
-    from console.cluster import NO_USABLE_NODE
+    from console.cluster import NO_USABLE_NODE, open_cluster
     from console.headless import render_summary, watch
     from console.jobspec import load_job
 
     inventory = load_inventory(args.inventory or default_inventory())
     spec = load_job(args.job, args.output)
     shown = Console(stderr=args.json)
-    cluster = make_cluster(inventory, args.engine)
+    cluster = open_cluster(inventory, args.engine)
     try:
         run = cluster.start_job(spec, resume=args.resume)
         cluster.bootstrap()
@@ -192,6 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if document.get("reason") == NO_USABLE_NODE:
         return EXIT_NO_NODES
+    if document.get("mistake"):
+        return EXIT_USAGE
     return EXIT_OK if document["status"] == "ok" else EXIT_FAILED
 
 
@@ -272,12 +269,23 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_timeline(args: argparse.Namespace) -> int:
+    """`console timeline RESULTS [-o PNG]`: the job's task-stream picture."""
+    from console.timeline import write_timeline
+
+    output = args.output or args.results.with_suffix(".png")
+    lanes = write_timeline(args.results, output)
+    Console().print(f"{output}: {lanes} lane(s)", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """`console` / `console ui [JOB]`: the dashboard."""
+    from console.cluster import open_cluster
     from console.tui.app import run_dashboard
 
     inventory = load_inventory(getattr(args, "inventory", None) or default_inventory())
-    cluster = make_cluster(inventory, getattr(args, "engine", None))
+    cluster = open_cluster(inventory, getattr(args, "engine", None))
     try:
         cluster.bootstrap()
         job = getattr(args, "job", None)

@@ -26,15 +26,16 @@ from typing import Any, Dict, List, Optional, Sequence
 from console.backends import Backend
 from console.backends.agents import AgentBackend
 from console.errors import UsageError
-from console.inventory import Node
-from console.jobrun import JobRun, check_not_running, prepare_job
+from console.inventory import Inventory, Node
+from console.jobrun import JobRun, ResultSink, check_not_running, prepare_job, prepare_stream
 from console.jobspec import JobSpec, load_job
 from console.scheduler import (
-    Cancel, Event, Instruction, JobCancelled, JobEnded, Journal, NodeLost, SendChunks, Tick,
+    Cancel, ChunkGivenUp, Event, Instruction, JobCancelled, JobEnded, Journal, MistakeFound, NodeLost, SendChunks,
+    Tick,
 )
 from console.snapshot import ClusterSnapshot, FailureRecord
 
-__all__ = ["Cluster", "NO_USABLE_NODE", "PREFETCH"]
+__all__ = ["Cluster", "NO_USABLE_NODE", "PREFETCH", "open_cluster"]
 
 PREFETCH = 2
 NO_USABLE_NODE = "no node is usable"
@@ -77,11 +78,19 @@ class Cluster:
     def start_job(self, job: Any, resume: bool = False) -> JobRun:
         """Start a job (a JobSpec, or the path of a job file) on the cluster."""
         spec = job if isinstance(job, JobSpec) else load_job(Path(job))
+        return self._start(prepare_job(spec, resume, self._next_generation(), PREFETCH))
+
+    def start_stream(self, spec: JobSpec, sink: ResultSink) -> JobRun:
+        """Start a streaming job (the Python API's): chunks come with `ChunkAdded`, outcomes go to `sink`."""
+        return self._start(prepare_stream(spec, self._next_generation(), PREFETCH, sink))
+
+    def _next_generation(self) -> int:
         with self.lock:
             check_not_running(self.job)
             self._generation += 1
-            generation = self._generation
-        run = prepare_job(spec, resume, generation, PREFETCH)
+            return self._generation
+
+    def _start(self, run: JobRun) -> JobRun:
         with self.lock:
             check_not_running(self.job)
             self.job = run
@@ -103,7 +112,7 @@ class Cluster:
         self._closed.set()
         self.backend.close()
         with self.lock:
-            if self.job is not None:
+            if self.job is not None and self.job.journal is not None:
                 self.job.journal.close()
 
     # -- called by backend threads -------------------------------------------------
@@ -143,11 +152,18 @@ class Cluster:
         assert job is not None
         for instruction in instructions:
             if isinstance(instruction, Journal):
-                job.record(instruction)
-            elif isinstance(instruction, (SendChunks, Cancel)):
+                mistake = job.record(instruction)
+                if mistake:
+                    self._route(job.scheduler.handle(MistakeFound(mistake, time.monotonic())))
+            elif isinstance(instruction, SendChunks):
+                if job.running:
+                    self.backend.deliver(instruction)
+            elif isinstance(instruction, Cancel):
                 self.backend.deliver(instruction)
+            elif isinstance(instruction, ChunkGivenUp):
+                job.give_up(instruction)
             elif isinstance(instruction, JobEnded):
-                job.end(instruction.status)
+                job.end(instruction.status, mistake=instruction.mistake)
 
     def _tick(self) -> None:
         while not self._closed.wait(0.25):
@@ -164,6 +180,10 @@ class Cluster:
             if job is None or not job.running:
                 return
             job.rate.update(now, job.journalled_items)
+            if job.history.due(now - job.started):
+                up = [n.cpu_percent for n in self.backend.snapshots(job)
+                      if n.cpu_percent is not None and n.state in ("ready", "busy", "draining")]
+                job.history.add(now - job.started, job.rate.rate(), sum(up) / len(up) if up else None)
             self.handle([Tick(now)])
             if job.running and self.backend.all_failed():
                 job.end("failed", NO_USABLE_NODE)
@@ -208,3 +228,15 @@ class Cluster:
                               f.attempt, f.final, f.t + wall_minus_monotonic) for f in job.scheduler.failures
             )
             return ClusterSnapshot(t=time.time(), nodes=nodes, job=job.snapshot(), failures=failures)
+
+
+def open_cluster(inventory: Inventory, engine: Optional[str] = None) -> Cluster:
+    """The cluster of the inventory's nodes, or of the Dask cluster that `engine` or its [engine] names."""
+    engine = engine or inventory.engine
+    if not engine:
+        return Cluster(inventory.nodes)
+    if not engine.startswith(("dask://", "tcp://", "tls://")):
+        raise UsageError(f"engine {engine!r}: give a Dask scheduler as dask://host:8786 (or tcp://host:8786).")
+    from console.backends.dask import DaskBackend
+
+    return Cluster(backend=DaskBackend(engine))

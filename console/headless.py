@@ -10,7 +10,7 @@ way a summary table at the end. Reads `ClusterSnapshot`s only.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -18,34 +18,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from console.snapshot import ClusterSnapshot, JobSnapshot, NodeSnapshot, fmt
+from console import format as f
+from console.snapshot import ClusterSnapshot, JobSnapshot, NodeSnapshot
 
-__all__ = ["render_live", "render_summary", "PlainReporter", "watch", "duration", "progress_line"]
-
-STATE_STYLE = {
-    "pending": "dim", "connecting": "cyan", "bootstrapping": "cyan", "ready": "green", "busy": "bold green",
-    "draining": "yellow", "lost": "bold red", "failed": "red",
-}
-
-
-def duration(seconds: Optional[float]) -> str:
-    """"1h02m", "3m05s", "42s", "n/a"."""
-    if seconds is None:
-        return "n/a"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
+__all__ = ["render_live", "render_summary", "PlainReporter", "watch", "progress_line"]
 
 def progress_line(job: JobSnapshot, nodes_up: int) -> str:
     """One sentence of progress, for logs."""
     total = job.items_total or 0
     percent = 100.0 * job.items_done / total if total else 0.0
-    return (f"{job.name}: {job.items_done}/{total} items ({percent:.0f}%), {job.items_per_s:,.1f} items/s, "
-            f"{nodes_up} node(s) up, {job.chunks_failed} chunk(s) failed, ETA {duration(job.eta_s)}")
+    return (f"{job.name}: {job.items_done}/{total} items ({percent:.0f}%), {f.rate(job.items_per_s)} items/s, "
+            f"{nodes_up} node(s) up, {job.chunks_failed} chunk(s) failed, ETA {f.duration(job.eta_s)}")
 
 
 def _node_table(nodes: Tuple[NodeSnapshot, ...]) -> Table:
@@ -56,8 +39,8 @@ def _node_table(nodes: Tuple[NodeSnapshot, ...]) -> Table:
     for node in nodes:
         workers = f"{node.workers_busy}/{node.workers}" if node.workers else "n/a"
         table.add_row(
-            node.name, Text(node.state, style=STATE_STYLE.get(node.state, "")), fmt(node.cpu_percent, ".0f", "%"),
-            workers, str(node.chunks_done), f"{node.items_per_s:,.1f}", str(node.errors),
+            node.name, Text(node.state, style=f.STATE_STYLE.get(node.state, "")), f.percent(node.cpu_percent).strip(),
+            workers, str(node.chunks_done), f.rate(node.items_per_s), str(node.errors),
         )
     return table
 
@@ -72,8 +55,8 @@ def render_live(snapshot: ClusterSnapshot) -> RenderableType:
         Text(job.name, style="bold"),
         ProgressBar(total=job.items_total or 1, completed=job.items_done, width=40),
         f"{job.items_done:,}/{job.items_total or 0:,} items",
-        f"{job.items_per_s:,.1f}/s",
-        f"ETA {duration(job.eta_s)}",
+        f"{f.rate(job.items_per_s)}/s",
+        f"ETA {f.duration(job.eta_s)}",
         f"{snapshot.nodes_up} up",
         Text(f"{job.chunks_failed} failed", style="red" if job.chunks_failed else ""),
     )
@@ -82,7 +65,7 @@ def render_live(snapshot: ClusterSnapshot) -> RenderableType:
 
 def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
     """The table printed when the job ends, from the results document."""
-    table = Table(title=f"{document['job']}: {document['status']} in {duration(document['elapsed_s'])}",
+    table = Table(title=f"{document['job']}: {document['status']} in {f.duration(document['elapsed_s'])}",
                   header_style="bold")
     for column in ("node", "chunks", "items", "busy s", "errors", "state"):
         table.add_column(column, justify="left" if column in ("node", "state") else "right")
@@ -97,6 +80,8 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
         f"{document['retried_attempts']} attempt(s) retried"
     )]
     for failure in document["failures"]:
+        if failure["error"] == document.get("mistake"):
+            continue  # said once, below
         lines.append(Text(f"chunk {failure['chunk']} failed for good on {failure['node']} "
                           f"(attempt {failure['attempt']}): {failure['error']}", style="red"))
     for node in snapshot.nodes:
@@ -105,6 +90,10 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
         elif node.state in ("connecting", "bootstrapping"):
             lines.append(Text(f"{node.name} ({node.address or 'local'}): was still {node.state} when the job "
                               "ended and took no part.", style="yellow"))
+    if snapshot.job is not None and snapshot.job.answer is not None:
+        lines.insert(1, Text.assemble(("answer: ", "bold"), snapshot.job.answer))
+    if document.get("mistake"):
+        lines.append(Text(f"stopped: {document['mistake']}", style="bold red"))
     if document.get("reason"):
         lines.append(Text(f"stopped: {document['reason']}", style="red"))
     if document.get("console_error"):

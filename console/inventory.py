@@ -14,9 +14,15 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 from console.errors import InventoryError
 from console.tomlfile import Located, load
 
-__all__ = ["Node", "Inventory", "load_inventory", "parse_inventory", "DEFAULT_INVENTORY"]
+__all__ = ["Node", "Inventory", "load_inventory", "parse_inventory", "DEFAULT_INVENTORY", "default_inventory"]
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.toml"
+
+
+def default_inventory() -> Path:
+    """./inventory.toml when there is one, else the embedded default (this machine)."""
+    here = Path("inventory.toml")
+    return here if here.exists() else DEFAULT_INVENTORY
 """The embedded default: this machine as a local node."""
 
 NODE_KEYS = {

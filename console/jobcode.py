@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from console.bundle import CODE_ROOT
 from console.errors import JobFileError
-from console.jobspec import JobSpec
+from console.jobspec import REDUCERS, JobSpec
 from console.tomlfile import locate
 from nodeagent.worker import resolve
 
-__all__ = ["job_paths", "job_files", "check_job_code", "resolve_ref"]
+__all__ = ["job_paths", "job_files", "collect_files", "check_job_code", "resolve_ref"]
 
 
 def job_paths(spec: JobSpec) -> Tuple[str, ...]:
@@ -33,8 +34,13 @@ def job_paths(spec: JobSpec) -> Tuple[str, ...]:
 
 def job_files(spec: JobSpec) -> Dict[str, bytes]:
     """The job's [job] files as {relative path: content}, shipped to every node's agent."""
+    return collect_files(spec.files)
+
+
+def collect_files(entries: Sequence[Path]) -> Dict[str, bytes]:
+    """.py files and package directories as {path relative to their parent: content}."""
     files: Dict[str, bytes] = {}
-    for entry in spec.files:
+    for entry in entries:
         if entry.is_file():
             files[entry.name] = entry.read_bytes()
             continue
@@ -56,7 +62,7 @@ def check_job_code(spec: JobSpec) -> Optional[Callable[..., Any]]:
     """Import the job function; return the custom reducer, if the job has one."""
     key = "function" if spec.mode == "item" else "chunk_function"
     _check(spec, spec.function, key)
-    if spec.reduce in ("sum", "merge", "list"):
+    if spec.reduce in REDUCERS:
         return None
     return _check(spec, spec.reduce, "reduce")
 

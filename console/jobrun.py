@@ -6,6 +6,10 @@ cluster (console/cluster.py) feeds its scheduler events from a backend
 cluster's lock. A chunk counts as done once `record` has journalled it. The
 console's own faults (journal, results file, reducer, our bugs) end the job
 with `console_error`, never a node's fault. No threads here, no sockets.
+
+A job file's run journals its values and writes a results file
+(`prepare_job`); the Python API's streaming run (`prepare_stream`) hands each
+value to a `ResultSink` instead, and has neither journal nor results file.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from console.errors import ConsoleFault, UsageError
+from console.format import answer
 from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
 from console.jobspec import JobSpec
-from console.rates import RateMeter
+from console.rates import History, RateMeter
 from console.results import reduce_values, write_results
-from console.scheduler import Journal, Scheduler
+from console.scheduler import ChunkGivenUp, Journal, Scheduler
 from console.snapshot import JobSnapshot
 from nodeagent.wire import JobSettings, ValueDecoder
 
-__all__ = ["JobRun", "ChunkValue", "prepare_job", "check_not_running"]
+__all__ = ["JobRun", "ChunkValue", "ResultSink", "prepare_job", "prepare_stream", "check_not_running"]
 
 
 class ChunkValue(NamedTuple):
@@ -36,13 +41,27 @@ class ChunkValue(NamedTuple):
     value: Any
 
 
+class ResultSink(Protocol):
+    """Where a streaming run's outcomes go (the Python API's executor); called under the cluster lock."""
+
+    def finished(self, start: int, count: int, node: str, value: Any) -> None:
+        """The chunk of items start .. start+count-1 is done on `node` with this (decoded) value."""
+
+    def given_up(self, given_up: ChunkGivenUp) -> None:
+        """The chunk failed for good."""
+
+    def ended(self, run: "JobRun") -> None:
+        """The run ended (its status, reason and console_error say how)."""
+
+
 @dataclass
 class JobRun:
     """One job from start to results file."""
 
     spec: JobSpec
     scheduler: Scheduler
-    journal: JournalWriter
+    journal: Optional[JournalWriter]
+    """None for a streaming run, which keeps no journal."""
     settings: JobSettings
     decoder: ValueDecoder
     """Decodes chunk values: plain data and the job's result_types only."""
@@ -58,6 +77,8 @@ class JobRun:
     ended: Optional[float] = None
     status: str = "running"
     reason: str = ""
+    mistake: str = ""
+    """Set when a job mistake stopped the job (its function and its job file disagree): the sentence."""
     console_error: str = ""
     """Set when the console's own side ended the job: what failed, where, and what to do."""
     console_traceback: str = ""
@@ -68,7 +89,16 @@ class JobRun:
     """Set once the results file is written (or could not be)."""
     document: Optional[Dict[str, Any]] = None
     """The results document, once written."""
+    answer: Optional[str] = None
+    """Its result as people read it, once written (formatted once, shown by every view)."""
     rate: RateMeter = field(default_factory=RateMeter)
+    history: History = field(default_factory=History)
+    _reducer_tried: bool = False
+    sink: Optional[ResultSink] = None
+    """A streaming run's outcomes go here rather than to the journal and `values`."""
+    extra_files: List[Dict[str, bytes]] = field(default_factory=list)
+    """Files added to the running job (the Python API's modules), in order; each node gets them before the
+    chunks sent after them."""
 
     @property
     def running(self) -> bool:
@@ -84,21 +114,58 @@ class JobRun:
         """Items in those chunks."""
         return sum(items for _, items in self.journalled_by_node.values())
 
-    def record(self, done: Journal) -> None:
-        """Journal a chunk's result; from now on it counts. ConsoleFault when the journal cannot be written."""
+    def record(self, done: Journal) -> str:
+        """Journal a chunk's result; from now on it counts. ConsoleFault when the journal cannot be written.
+
+        The first value is tried on a custom reducer at once: a reducer that refuses it is a job mistake
+        (its sentence is returned) found before the cluster spends the whole job on it."""
         value: ChunkValue = done.result
-        self.journal.write(done.chunk, done.start, done.count, done.node, value.raw)
-        self.values[done.start] = value.value
+        if self.sink is not None:
+            self.sink.finished(done.start, done.count, done.node, value.value)
+        else:
+            assert self.journal is not None, "a job file's run has a journal"
+            self.journal.write(done.chunk, done.start, done.count, done.node, value.raw)
+            self.values[done.start] = value.value
         tally = self.journalled_by_node.setdefault(done.node, [0, 0])
         tally[0] += 1
         tally[1] += done.count
+        if self.custom_reduce is not None and not self._reducer_tried:
+            self._reducer_tried = True
+            return self._try_reducer(done, value.value)
+        return ""
 
-    def end(self, status: str, reason: str = "") -> None:
+    def _try_reducer(self, done: Journal, value: Any) -> str:
+        try:
+            self.custom_reduce([value])  # type: ignore[misc]
+        except Exception as exc:  # the job's reducer and its function disagree
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            item = self.spec.input.slice(done.start, 1)
+            return (f"{self.spec.path}: [job] reduce {self.spec.reduce} raised {type(exc).__name__}: {exc} "
+                    f"({where.filename}:{where.lineno}) on its first value, chunk {done.chunk}'s (a "
+                    f"{type(value).__name__}, from item {item[0] if item else None!r} on) that {self.spec.function} "
+                    "returned; make the reducer take a list of such values (one per chunk, in item order), then "
+                    "run the job again with --resume.")
+        return ""
+
+    def give_up(self, given_up: ChunkGivenUp) -> None:
+        """A chunk failed for good (the scheduler keeps the failure; a streaming run's sink hears of it)."""
+        if self.sink is not None:
+            self.sink.given_up(given_up)
+
+    def add_files(self, files: Dict[str, bytes]) -> None:
+        """Ship more files with the running job, before any chunk that needs them (caller holds the lock)."""
+        self.extra_files.append(files)
+
+    def end(self, status: str, reason: str = "", mistake: str = "") -> None:
         """The job is over: close the journal, wake whoever waits."""
         self.status = status
         self.reason = reason
+        self.mistake = mistake
         self.ended = time.monotonic()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self.sink is not None:
+            self.sink.ended(self)
         self.done_event.set()
 
     def fault(self, exc: BaseException, where: str) -> None:
@@ -130,6 +197,9 @@ class JobRun:
             "failures": [{"chunk": f.chunk, "node": f.node, "attempt": f.attempt, "error": f.error,
                           "traceback": f.traceback} for f in scheduler.failures if f.final],
             "retried_attempts": sum(1 for f in scheduler.failures if not f.final),
+            "attempts": [{"chunk": a.chunk, "attempt": a.attempt, "node": a.node, "worker": a.worker,
+                          "start_s": round(a.start - self.started, 4), "end_s": round(a.end - self.started, 4),
+                          "outcome": a.outcome} for a in scheduler.attempts],
             "resumed_chunks": self.resumed,
             "elapsed_s": round(elapsed, 3),
         })
@@ -137,11 +207,13 @@ class JobRun:
             document["node_errors"] = dict(node_errors)
         if self.reason:
             document["reason"] = self.reason
+        if self.mistake:
+            document["mistake"] = self.mistake
         return document
 
     def reduce_into(self, document: Dict[str, Any], values: Mapping[int, Any]) -> None:
         """Fold the chunk values into the document's result; a raising reducer is the console's fault."""
-        if document["status"] not in ("ok", "failed") or not values or self.console_error:
+        if document["status"] not in ("ok", "failed") or not values or self.console_error or self.mistake:
             return
         try:
             document["result"] = reduce_values(self.spec.reduce, values, self.custom_reduce)
@@ -158,7 +230,8 @@ class JobRun:
         try:
             if self.console_error:
                 document["console_error"] = self.console_error
-            write_results(self.spec.output, document)
+            if self.spec.output is not None:
+                write_results(self.spec.output, document)
         except OSError as exc:
             cause = f"{self.console_error} " if self.console_error else ""
             self.console_error = document["console_error"] = cause + (
@@ -166,6 +239,8 @@ class JobRun:
                 f"directory, then run the job again with --resume: the journal {self.journal.path} holds every "
                 "finished chunk.")
         finally:
+            if document.get("result") is not None:
+                self.answer = answer(document["result"], str(self.spec.output) if self.spec.output else None)
             self.document = document
             self.written.set()
 
@@ -183,8 +258,8 @@ class JobRun:
             chunks_total=_plus(scheduler.chunks_total, self.resumed),
             chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
             chunks_done=self.journalled_chunks + self.resumed, chunks_failed=scheduler.counts["failed"],
-            elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(self.spec.output),
-            error=self.console_error or None,
+            elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(self.spec.output) if self.spec.output else None,
+            error=self.console_error or None, answer=self.answer, history=tuple(self.history.samples),
         )
 
 
@@ -202,6 +277,14 @@ def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int) -> 
     for entry in entries:
         run.values[entry.start] = entry.value
     return run
+
+
+def prepare_stream(spec: JobSpec, generation: int, prefetch: int, sink: ResultSink) -> JobRun:
+    """A streaming run for the Python API: chunks are added as the user submits work, values go to `sink`."""
+    scheduler = Scheduler(0, None, spec.retries, prefetch, streaming=True, stop_on_mistake=False)
+    settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, {}, spec.timeout, None)
+    return JobRun(spec, scheduler, None, settings, ValueDecoder(spec.result_types), time.monotonic(), generation,
+                  sink=sink)
 
 
 def _plus(total: Optional[int], resumed: int) -> Optional[int]:

@@ -24,7 +24,7 @@ JOB_KEYS = {"name", "function", "chunk_function", "files", "chunk_size", "retrie
             "result_types", "max_reply_mb"}
 INPUT_KEYS = {"range", "items", "file"}
 OUTPUT_KEYS = {"path"}
-REDUCERS = ("sum", "merge", "list")
+REDUCERS = ("sum", "merge", "list", "dict")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class JobSpec:
     timeout: float
     """Seconds a chunk may run before its worker is killed."""
     reduce: str
-    """"sum", "merge", "list" or "module:function"."""
+    """"sum", "merge", "list", "dict" ({item: value}, per-item functions) or "module:function"."""
     input: JobInput
     """The items."""
     output: Path
@@ -84,8 +84,9 @@ class JobSpec:
 
     @property
     def combine(self) -> str:
-        """How a worker folds per-item results inside one chunk before sending them."""
-        if self.mode == "item" and self.reduce in ("sum", "merge"):
+        """What a worker does with one chunk's values before sending them: fold per-item results ("sum",
+        "merge"), collect {item: value} ("dict"), check a chunk function's value fits "sum" or "merge"."""
+        if self.reduce in ("sum", "merge") or self.reduce == "dict" and self.mode == "item":
             return self.reduce
         return "list"
 
@@ -154,7 +155,11 @@ def parse_job(data: Dict[str, Any], text: str, path: Path, output: Optional[Path
         raise err("[job] timeout must be more than 0 seconds.", "job", 0, "timeout")
     reduce = want("job", "reduce", job.get("reduce", "list"), str, "a string")
     if reduce not in REDUCERS and not _is_ref(reduce):
-        raise err(f"[job] reduce must be \"sum\", \"merge\", \"list\" or \"module:function\", not {reduce!r}.",
+        raise err(f"[job] reduce must be \"sum\", \"merge\", \"list\", \"dict\" or \"module:function\", not "
+                  f"{reduce!r}.", "job", 0, "reduce")
+    if reduce == "dict" and mode == "chunk":
+        raise err("[job] reduce = \"dict\" collects {item: value} from a per-item function = \"module:f\"; a "
+                  "chunk_function returns its chunk's own value (return a dict and use reduce = \"merge\").",
                   "job", 0, "reduce")
     result_types = want("job", "result_types", job.get("result_types", []), list,
                         'a list like ["fractions:Fraction"]')

@@ -1,7 +1,7 @@
 """Folding chunk values into the job's result, and writing the results file.
 
 Chunk values arrive already folded per chunk by the workers (a number for
-"sum", a dict for "merge", a list otherwise). "list" concatenates in item
+"sum", a dict for "merge" and "dict", a list otherwise). "list" concatenates in item
 order; a custom "module:function" reducer gets the list of chunk values in
 item order and returns the result. The file is written whole to a temporary
 name and renamed, so a reader never sees half of it.
@@ -24,7 +24,7 @@ def reduce_values(reduce: str, values: Mapping[int, Any],
     ordered = [values[start] for start in sorted(values)]
     if reduce == "sum":
         return sum(ordered)
-    if reduce == "merge":
+    if reduce in ("merge", "dict"):
         merged: Dict[Any, Any] = {}
         for part in ordered:
             merged.update(part)

@@ -11,10 +11,17 @@ instructions (send chunks, journal a result, cancel a losing copy).
   the first time; later copies are dropped and logged.
 - Retries: a chunk that raises, dies or times out runs again, on a node where it
   has not failed yet when there is one, until `retries` is used up.
+- Job mistakes: a chunk whose value does not fit the job file ("mistake",
+  "refused") fails for good at once; once two nodes (or every node, when fewer
+  have joined) report one, the job stops with that sentence rather than run
+  every chunk into the same wall. One node alone cannot stop a job of several.
 - Tail: once nothing is queued, idle credit re-runs chunks that have been out
   longer than usual on another node; the first result wins.
 - chunk_size None ("auto"): chunks are cut as credit asks for them, sized from
   the measured time per item to take about `target_chunk_s`.
+- Streaming (`streaming=True`, the Python API's jobs): no items up front; each
+  `ChunkAdded` appends one chunk of the caller's size, and the job ends only
+  after `InputClosed`, once everything added is done or failed for good.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from typing import Deque, Dict, Iterable, List, Literal, Optional, Set, Tuple, U
 
 __all__ = [
     "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
-    "Tick", "JobCancelled", "ChunkOrder", "SendChunks", "Journal", "Cancel", "JobEnded", "Event",
-    "Instruction", "Scheduler", "InvalidTransition", "Failure", "NodeTally",
+    "Tick", "JobCancelled", "MistakeFound", "ChunkAdded", "InputClosed", "ChunkOrder", "ChunkGivenUp", "SendChunks", "Journal", "Cancel", "JobEnded", "Event",
+    "Instruction", "Scheduler", "InvalidTransition", "Failure", "NodeTally", "Attempt",
 ]
 
 ChunkStateName = Literal["queued", "sent", "done", "failed", "cancelled"]
@@ -71,6 +78,8 @@ class ChunkFinished:
     result: bytes = b""
     seconds: float = 0.0
     t: float = 0.0
+    worker: str = ""
+    """Which of the node's workers ran it."""
 
     @classmethod
     def dummy(cls, chunk: int, node: str = "n1", attempt: int = 1, **kw: object) -> "ChunkFinished":
@@ -92,6 +101,10 @@ class ChunkFailed:
     t: float = 0.0
     final: bool = False
     """Fails the chunk for good at once: it would fail the same way again (its copies are cancelled)."""
+    detail: object = None
+    """The exception's type and arguments as the node described them (nodeagent.wire.ErrorDetail), if any."""
+    worker: str = ""
+    """Which of the node's workers ran it."""
 
     @classmethod
     def dummy(cls, chunk: int, node: str = "n1", attempt: int = 1, **kw: object) -> "ChunkFailed":
@@ -112,7 +125,31 @@ class JobCancelled:
     t: float = 0.0
 
 
-Event = Union[NodeJoined, NodeLost, NodeDraining, ChunkFinished, ChunkFailed, Tick, JobCancelled]
+@dataclass(frozen=True)
+class MistakeFound:
+    """The console found a job mistake itself (its reducer refuses the first value): stop the job."""
+
+    sentence: str
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkAdded:
+    """A streaming job got one more chunk of `count` items (numbered after the ones before)."""
+
+    count: int
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class InputClosed:
+    """A streaming job gets no more chunks: it ends once those it has are done or failed."""
+
+    t: float = 0.0
+
+
+Event = Union[NodeJoined, NodeLost, NodeDraining, ChunkFinished, ChunkFailed, Tick, JobCancelled, MistakeFound,
+              ChunkAdded, InputClosed]
 
 
 # -- instructions: what to do ---------------------------------------------------------
@@ -156,15 +193,31 @@ class Cancel:
 
 @dataclass(frozen=True)
 class JobEnded:
-    """Every chunk is done or failed for good, or the job was cancelled."""
+    """Every chunk is done or failed for good, the job was cancelled, or a job mistake stopped it."""
 
     status: Literal["ok", "failed", "cancelled"]
+    mistake: str = ""
+    """The sentence of the job mistake that stopped the job, if one did."""
 
 
-Instruction = Union[SendChunks, Journal, Cancel, JobEnded]
+@dataclass(frozen=True)
+class ChunkGivenUp:
+    """A chunk failed for good; `failure` is its last attempt."""
+
+    chunk: int
+    start: int
+    count: int
+    failure: "Failure"
+
+
+Instruction = Union[SendChunks, Journal, Cancel, JobEnded, ChunkGivenUp]
 
 
 # -- state -----------------------------------------------------------------------------
+
+MISTAKES = ("mistake", "refused")
+"""ChunkFailed kinds that are the job's own mistake: the same on every node, every time."""
+
 
 class InvalidTransition(RuntimeError):
     """A chunk was asked to move where the table does not allow: a scheduler bug."""
@@ -202,6 +255,22 @@ class Failure:
     traceback: str
     final: bool
     t: float
+    detail: object = None
+    """As on ChunkFailed."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One chunk attempt for the job's timeline: where it ran, from when to when (the events' clock), and
+    what became of it ("done", "duplicate", a ChunkFailed kind, "lost", "cancelled")."""
+
+    chunk: int
+    attempt: int
+    node: str
+    worker: str
+    start: float
+    end: float
+    outcome: str
 
 
 @dataclass
@@ -234,8 +303,8 @@ _ALLOWED: Dict[Tuple[str, str], str] = {
     ("sent", "done"): "first result counted",
     ("sent", "queued"): "back to the queue after a failure or a lost node",
     ("sent", "failed"): "failed for good",
-    ("queued", "cancelled"): "job cancelled",
-    ("sent", "cancelled"): "job cancelled",
+    ("queued", "cancelled"): "job cancelled, or stopped by a job mistake",
+    ("sent", "cancelled"): "job cancelled, or stopped by a job mistake",
 }
 """Every legal move of a chunk; anything else raises InvalidTransition."""
 
@@ -245,8 +314,14 @@ class Scheduler:
 
     def __init__(self, total_items: int, chunk_size: Optional[int] = None, retries: int = 2,
                  prefetch: int = 2, done_ranges: Iterable[Tuple[int, int]] = (),
-                 target_chunk_s: float = 0.5, max_log: int = 20000, max_failures: int = 1000) -> None:
+                 target_chunk_s: float = 0.5, max_log: int = 20000, max_failures: int = 1000,
+                 max_attempts: int = 100_000,
+                 streaming: bool = False, stop_on_mistake: bool = True) -> None:
         self.total_items = total_items
+        self.streaming = streaming
+        self.stop_on_mistake = stop_on_mistake
+        self._mistaken_by: Set[str] = set()
+        """Nodes that reported a job mistake."""
         self.chunk_size = chunk_size
         self.retries = retries
         self.prefetch = prefetch
@@ -255,6 +330,9 @@ class Scheduler:
         self.nodes: Dict[str, NodeTally] = {}
         self.queue: Deque[int] = deque()
         self.failures: Deque[Failure] = deque(maxlen=max_failures)
+        self.attempts: List[Attempt] = []
+        """Every chunk attempt that ended, in the order they ended (the first `max_attempts`)."""
+        self.max_attempts = max_attempts
         self.log: Deque[Tuple[int, str, str, str, str, float]] = deque(maxlen=max_log)
         self.status: Literal["running", "ok", "failed", "cancelled"] = "running"
         self.items_done = 0
@@ -326,12 +404,13 @@ class Scheduler:
         if ev.attempt != chunk.attempt:
             self._record(ev.chunk, "dropped", ev.node, ev.t, f"result of stale attempt {ev.attempt}")
             return
-        del chunk.holders[ev.node]
+        self._attempt(chunk, ev.node, ev.worker, max(chunk.holders.pop(ev.node), ev.t - ev.seconds), ev.t, "done")
         self._free(tally, chunk.id)
         losers = tuple(chunk.holders)
         for other in losers:
             self._free(self.nodes[other], chunk.id)
             self.nodes[other].recent.append((chunk.id, chunk.count, 0.0, "duplicate"))
+            self._attempt(chunk, other, "", chunk.holders[other], ev.t, "duplicate")
             out.append(Cancel(other, (chunk.id,)))
         chunk.holders.clear()
         out.append(Journal(chunk.id, chunk.start, chunk.count, ev.node, ev.result))
@@ -355,7 +434,7 @@ class Scheduler:
         if ev.attempt != chunk.attempt:
             self._record(ev.chunk, "dropped", ev.node, ev.t, f"failure of stale attempt {ev.attempt}")
             return
-        del chunk.holders[ev.node]
+        self._attempt(chunk, ev.node, ev.worker, max(chunk.holders.pop(ev.node), ev.t - ev.seconds), ev.t, ev.kind)
         self._free(tally, chunk.id)
         tally.errors += 1
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "timeout" if ev.kind == "timeout" else "failed"))
@@ -363,17 +442,25 @@ class Scheduler:
         if ev.final:
             for other in tuple(chunk.holders):
                 self._free(self.nodes[other], chunk.id)
+                self._attempt(chunk, other, "", chunk.holders[other], ev.t, "cancelled")
                 out.append(Cancel(other, (chunk.id,)))
             chunk.holders.clear()
         if chunk.holders:
-            self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, False, ev.t))
+            self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, False, ev.t,
+                                         ev.detail))
             self._transition(chunk, "sent", "ChunkFailed", ev.node, ev.t)
             return
         chunk.failures += 1
         final = ev.final or chunk.failures > self.retries
-        self.failures.append(Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, final, ev.t))
+        failure = Failure(chunk.id, ev.node, ev.attempt, ev.kind, ev.error, ev.traceback, final, ev.t, ev.detail)
+        self.failures.append(failure)
         if final:
             self._transition(chunk, "failed", "ChunkFailed", ev.node, ev.t)
+            out.append(ChunkGivenUp(chunk.id, chunk.start, chunk.count, failure))
+            if ev.kind in MISTAKES and self.stop_on_mistake:
+                self._mistaken_by.add(ev.node)
+                if len(self._mistaken_by) >= min(2, len(self.nodes)):
+                    self._stop("failed", ev.t, out, ev.error)
         else:
             self._transition(chunk, "queued", "ChunkFailed", ev.node, ev.t)
             self.queue.appendleft(chunk.id)
@@ -381,20 +468,44 @@ class Scheduler:
     def _on_Tick(self, ev: Tick, out: List[Instruction]) -> None:
         """Nothing to change; `handle` dispatches (and re-runs the tail) after every event."""
 
+    def _on_ChunkAdded(self, ev: ChunkAdded, out: List[Instruction]) -> None:
+        if not self.streaming or self._created_all:
+            raise InvalidTransition("a chunk was added to a job that is not streaming, or whose input is closed")
+        chunk = Chunk(self._next_id, self.total_items, ev.count)
+        self._next_id += 1
+        self.chunks[chunk.id] = chunk
+        self.counts["queued"] += 1
+        self.queue.append(chunk.id)
+        self.total_items += ev.count
+        self._cursor = self.total_items
+
+    def _on_InputClosed(self, ev: InputClosed, out: List[Instruction]) -> None:
+        self._created_all = True
+
     def _on_JobCancelled(self, ev: JobCancelled, out: List[Instruction]) -> None:
+        self._stop("cancelled", ev.t, out)
+
+    def _on_MistakeFound(self, ev: MistakeFound, out: List[Instruction]) -> None:
+        self._stop("failed", ev.t, out, ev.sentence)
+
+    def _stop(self, status: Literal["failed", "cancelled"], t: float, out: List[Instruction],
+              mistake: str = "") -> None:
+        """End the job now: what is queued or out is cancelled (the nodes are told), nothing more is cut."""
         by_node: Dict[str, List[int]] = {}
         for chunk in self.chunks.values():
             if chunk.state in ("queued", "sent"):
-                for node in chunk.holders:
+                for node, sent in chunk.holders.items():
                     by_node.setdefault(node, []).append(chunk.id)
                     self.nodes[node].held.discard(chunk.id)
+                    self._attempt(chunk, node, "", sent, t, "cancelled")
                 chunk.holders.clear()
-                self._transition(chunk, "cancelled", "JobCancelled", "", ev.t)
+                self._transition(chunk, "cancelled", "JobCancelled" if status == "cancelled" else "JobStopped",
+                                 "", t)
         self.queue.clear()
         self._created_all = True
         out.extend(Cancel(node, tuple(ids)) for node, ids in by_node.items())
-        self.status = "cancelled"
-        out.append(JobEnded("cancelled"))
+        self.status = status
+        out.append(JobEnded(status, mistake))
 
     # -- internals ------------------------------------------------------------------
 
@@ -402,7 +513,9 @@ class Scheduler:
         tally.alive = False
         for chunk_id in sorted(tally.held, reverse=True):
             chunk = self.chunks[chunk_id]
-            chunk.holders.pop(tally.name, None)
+            sent = chunk.holders.pop(tally.name, None)
+            if sent is not None:
+                self._attempt(chunk, tally.name, "", sent, t, "lost")
             if chunk.state == "sent" and not chunk.holders:
                 self._transition(chunk, "queued", "NodeLost", tally.name, t)
                 self.queue.appendleft(chunk_id)
@@ -426,6 +539,10 @@ class Scheduler:
         else:
             self._sent.discard(chunk.id)
 
+    def _attempt(self, chunk: Chunk, node: str, worker: str, start: float, end: float, outcome: str) -> None:
+        if len(self.attempts) < self.max_attempts:
+            self.attempts.append(Attempt(chunk.id, chunk.attempt, node, worker, start, end, outcome))
+
     def _record(self, chunk: int, what: str, node: str, t: float, why: str) -> None:
         self.log.append((chunk, what, what, why, node, t))
 
@@ -434,23 +551,35 @@ class Scheduler:
         for start, stop in self._done_ranges:
             if start <= self._cursor < stop:
                 self._cursor = stop
-        if self._cursor >= self.total_items:
+        if self._cursor >= self.total_items and not self.streaming:
             self._created_all = True
 
     def _next_size(self) -> int:
         if self.chunk_size is not None:
             return self.chunk_size
+        return self.auto_chunk_size(self.total_items - self._cursor)
+
+    def auto_chunk_size(self, remaining: Optional[int], largest: int = 1_000_000) -> int:
+        """Items for the next "auto" chunk: doubling from 1 until a chunk time is measured, then about
+        `target_chunk_s` of work, and no more than a share of the `remaining` items (when known) that
+        leaves every worker some."""
         if self._per_item_s is None:
             size = self._auto_size
             self._auto_size = min(self._auto_size * 2, 64)
-            return size
+            return min(size, largest)
         size = int(self.target_chunk_s / max(self._per_item_s, 1e-7))
-        workers = sum(t.workers for t in self.nodes.values() if t.alive) or 1
-        remaining = self.total_items - self._cursor
-        return max(1, min(size, math.ceil(remaining / (2 * workers)), 1_000_000))
+        if remaining is not None:
+            workers = sum(t.workers for t in self.nodes.values() if t.alive) or 1
+            size = min(size, math.ceil(remaining / (2 * workers)))
+        return max(1, min(size, largest))
+
+    @property
+    def capacity(self) -> int:
+        """Chunks the live nodes can hold at once."""
+        return sum(t.capacity for t in self.nodes.values() if t.alive and not t.draining)
 
     def _new_chunk(self) -> Optional[Chunk]:
-        if self._created_all:
+        if self._created_all or self.streaming:
             return None
         stop = min(self._cursor + self._next_size(), self.total_items)
         for start, _ in self._done_ranges:
@@ -480,7 +609,7 @@ class Scheduler:
                 self._send(chunk, tally, now, orders)
                 credit -= 1
             self.queue.extendleft(reversed(skipped))
-            if credit > 0 and not self.queue and self._created_all:
+            if credit > 0 and not self.queue and self._cursor >= self.total_items:
                 if tail is None:
                     tail = self._slow_chunks(now)
                 credit -= self._rerun_tail(tally, credit, now, orders, tail)

@@ -167,6 +167,10 @@ class JobSnapshot:
     """Where the results file is written."""
     error: Optional[str] = None
     """Why the console's own side stopped the job (disk full, reducer raised, ...), when it did."""
+    answer: Optional[str] = None
+    """The job's result for people (console/format.py `answer`), once its results file is written."""
+    history: Tuple[Tuple[float, float, Optional[float]], ...] = ()
+    """(seconds since the start, items/s, mean CPU % of the nodes up) over the job's life, for its chart."""
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,11 @@ def default_start_method() -> str:
 
 
 class _Worker:
-    __slots__ = ("process", "inbox", "conn", "task", "started")
+    __slots__ = ("slot", "process", "inbox", "conn", "task", "started")
 
-    def __init__(self, process: Any, inbox: Any, conn: Any) -> None:
+    def __init__(self, slot: int, process: Any, inbox: Any, conn: Any) -> None:
+        self.slot = slot
+        """Its place in the pool, kept by the worker that replaces it (a lane of the job's timeline)."""
         self.process = process
         self.inbox = inbox
         """Where the agent writes the worker's next chunk."""
@@ -79,7 +81,7 @@ class ChunkPool:
         self._outcomes: List[ChunkOutcome] = []
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        self._workers: List[_Worker] = [self._start_worker() for _ in range(workers)]
+        self._workers: List[_Worker] = [self._start_worker(slot) for slot in range(workers)]
         self.replaced = 0
         self._thread = threading.Thread(target=self._manage, name="pool-manager", daemon=True)
         self._thread.start()
@@ -130,7 +132,7 @@ class ChunkPool:
         except OSError:
             pass
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self, slot: int) -> _Worker:
         # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
         task_r, task_w = self._ctx.Pipe(duplex=False)
         reply_r, reply_w = self._ctx.Pipe(duplex=False)
@@ -138,7 +140,7 @@ class ChunkPool:
         process.start()
         task_r.close()
         reply_w.close()
-        return _Worker(process, task_w, reply_r)
+        return _Worker(slot, process, task_w, reply_r)
 
     @staticmethod
     def _stop_worker(worker: _Worker) -> None:
@@ -150,7 +152,7 @@ class ChunkPool:
 
     def _replace(self, worker: _Worker) -> None:
         self._stop_worker(worker)
-        self._workers[self._workers.index(worker)] = self._start_worker()
+        self._workers[self._workers.index(worker)] = self._start_worker(worker.slot)
         self.replaced += 1
 
     def _finish(self, worker: _Worker, status: str, value: bytes = b"", error: str = "",
@@ -164,7 +166,8 @@ class ChunkPool:
         with self._done_cond:
             if task.chunk in self._cancelled:
                 return
-            self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds))
+            self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds,
+                                               str(worker.slot)))
             self._done_cond.notify_all()
 
     def _manage(self) -> None:

@@ -120,6 +120,15 @@ class AgentService(rpyc.Service):
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))
         return workers
 
+    def exposed_add_files(self, files: bytes) -> None:
+        """Store more of the running job's files (pickled {relative path: content}) for the chunks after this."""
+        self.last_call = time.monotonic()
+        path = store_job_files(pickle.loads(files))
+        with self._lock:
+            if path not in self._paths:
+                self._paths = (path,) + self._paths
+        log("job %r: %s added to its files" % (self._job.name if self._job else "", path))
+
     def exposed_submit(self, batch: bytes) -> None:
         """Queue a pickled batch of ChunkOrders for the pool."""
         self.last_call = time.monotonic()

@@ -13,7 +13,7 @@ waits on.
 import os
 import sys
 import threading
-from typing import Optional, Union
+from typing import Union
 
 from rpyc.core.stream import PipeStream, Stream
 from rpyc.lib import Timeout

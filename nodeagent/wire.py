@@ -21,14 +21,14 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 __all__ = [
     "PROTOCOL_VERSION", "MAX_LOG_LINE", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
     "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info", "decode_metrics",
-    "decode_collected", "ValueDecoder", "PLAIN_TYPES",
+    "decode_collected", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Names this module's layout; bumped whenever a message or an exposed method changes."""
 MAX_LOG_LINE = 8192
 """Bytes of one line of an agent's log the console keeps; longer lines are cut."""
-OUTCOME_STATUSES = ("ok", "error", "timeout", "died")
+OUTCOME_STATUSES = ("ok", "error", "timeout", "died", "mistake")
 
 
 class WireError(Exception):
@@ -96,12 +96,53 @@ class ChunkOutcome(NamedTuple):
     chunk: int
     attempt: int
     status: str
-    """"ok", "error", "timeout" or "died"."""
+    """"ok", "error", "timeout", "died", or "mistake" (the job's function and its job file disagree)."""
     value: bytes
-    """The chunk's value, pickled by the worker (decode with a ValueDecoder); empty unless ok."""
+    """The chunk's value, pickled by the worker (decode with a ValueDecoder); for "error", the exception's
+    `ErrorDetail` (decode with decode_error_detail); else empty."""
     error: str
     traceback: str
     seconds: float
+    worker: str
+    """Which of the node's workers ran it (its pool slot)."""
+
+
+class ErrorDetail(NamedTuple):
+    """A chunk's exception in plain data: enough for the console to raise the same type again."""
+
+    type: str
+    """"module:qualname" of the exception's class."""
+    args: tuple
+    """Its arguments when they are plain data, else (str(exc),)."""
+
+
+_PLAIN_ATOMS = (str, int, float, bool, bytes, type(None))
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _PLAIN_ATOMS):
+        return True
+    if depth < 4 and type(value) in (tuple, list):
+        return all(_is_plain(v, depth + 1) for v in value)
+    return False
+
+
+def describe_error(exc: BaseException) -> bytes:
+    """An exception as an encoded ErrorDetail (node side)."""
+    kind = type(exc)
+    args = tuple(exc.args) if _is_plain(list(exc.args)) else (str(exc),)
+    return encode(ErrorDetail("%s:%s" % (kind.__module__, kind.__qualname__), args))
+
+
+def decode_error_detail(data: bytes) -> Optional[ErrorDetail]:
+    """The ErrorDetail a node sent with an error outcome; None when there is none or it is not one."""
+    if not data:
+        return None
+    try:
+        value = _fields("error detail", _loads_plain(data, "error detail"), ((str,), (tuple,)))
+    except WireError:
+        return None
+    return ErrorDetail(*value) if _is_plain(list(value[1])) else None
 
 
 class Collected(NamedTuple):
@@ -197,7 +238,7 @@ def decode_collected(data: Any) -> Collected:
     outcomes, busy, queued = _fields("outcomes", _loads_plain(data, "outcomes"), ((tuple,), (int,), (int,)))
     checked = []
     for outcome in outcomes:
-        fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER))
+        fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER, (str,)))
         if fields[2] not in OUTCOME_STATUSES:
             raise WireError(f"it sent a chunk outcome with the status {fields[2][:40]!r}")
         checked.append(ChunkOutcome(*fields))

@@ -3,19 +3,25 @@
 A worker receives `(fn_ref, mode, combine, paths, items_bytes)` on its pipe
 (`paths` are put on sys.path first, where the job's code lives), unpickles
 the items, calls the job function once per item ("item" mode) or once for the
-whole chunk ("chunk" mode), folds per-item results when asked ("sum", "merge"),
-and sends back the pickled value or the error with its traceback. The agent
-itself never unpickles job data.
+whole chunk ("chunk" mode), folds per-item results when asked ("sum", "merge",
+"dict"), and sends back the pickled value or the error with its traceback. A
+value that does not fit the job file's reduce, or cannot be pickled, is a
+"mistake": the same would happen on every node, so the console does not retry
+it. The agent itself never unpickles job data.
 """
 
 import importlib
+import numbers
+import os
 import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Sequence, Tuple
 
-__all__ = ["resolve", "run_chunk", "chunk_reply", "worker_main"]
+from nodeagent.wire import describe_error
+
+__all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main"]
 
 _functions: Dict[str, Callable[..., Any]] = {}
 
@@ -36,24 +42,62 @@ def resolve(ref: str, fresh: bool = False) -> Callable[..., Any]:
     return fn
 
 
-def _merge(results: List[Any]) -> Dict[Any, Any]:
-    merged: Dict[Any, Any] = {}
-    for part in results:
-        merged.update(part)
-    return merged
+class JobMistake(Exception):
+    """The job's function and its job file disagree: the same would happen on every node, every time."""
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return "%s (%s)" % (type(value).__name__, text if len(text) <= 40 else text[:39] + "...")
+
+
+def _check(fn_ref: str, combine: str, value: Any, where: str) -> None:
+    """A JobMistake when `value` cannot be folded the way the job file's reduce says."""
+    if combine == "sum" and not isinstance(value, numbers.Number):
+        raise JobMistake('%s returned a %s for %s, and reduce = "sum" adds numbers: return a number, or use '
+                         'reduce = "list" (or "dict" to get {item: value})' % (fn_ref, _kind(value), where))
+    if combine == "merge" and not isinstance(value, dict):
+        raise JobMistake('%s returned a %s for %s, and reduce = "merge" merges dicts: return a dict such as '
+                         '{item: value}, or use reduce = "dict" to collect {item: value} from plain values'
+                         % (fn_ref, _kind(value), where))
 
 
 def run_chunk(fn_ref: str, mode: str, combine: str, items: List[Any]) -> Any:
-    """Run one chunk's items through the job function; the chunk's value."""
+    """Run one chunk's items through the job function; the chunk's value.
+
+    `combine` is the job file's reduce as far as a worker applies it: "sum" and "merge" fold an item
+    function's results (and check a chunk function's value), "dict" collects {item: value}."""
     fn = resolve(fn_ref)
     if mode == "chunk":
-        return fn(items)
+        value = fn(items)
+        _check(fn_ref, combine, value, "the chunk starting at item %r" % (items[0] if items else None,))
+        return value
     results = [fn(item) for item in items]
+    if combine == "dict":
+        try:
+            return dict(zip(items, results))
+        except TypeError:  # an unhashable item
+            raise JobMistake('reduce = "dict" collects {item: value}, but item %r cannot be a dict key; use '
+                             'reduce = "list"' % (next(i for i in items if not isinstance(i, Hashable)),)) from None
+    for item, result in zip(items, results):
+        _check(fn_ref, combine, result, "item %r" % (item,))
     if combine == "sum":
         return sum(results)
     if combine == "merge":
-        return _merge(results)
+        merged: Dict[Any, Any] = {}
+        for part in results:
+            merged.update(part)
+        return merged
     return results
+
+
+def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
+    try:
+        return pickle.dumps(value)
+    except Exception as exc:  # a generator, a lambda, an open file: nothing that can travel back
+        raise JobMistake("%s returned a %s for the chunk starting at item %r, which cannot be sent back (%s: %s); "
+                         "return plain data (numbers, strings, lists, dicts)"
+                         % (fn_ref, type(value).__name__, items[0] if items else None, type(exc).__name__, exc))
 
 
 def _die_with_parent() -> None:
@@ -70,9 +114,21 @@ def _die_with_parent() -> None:
         pass
 
 
+_AGENT_CODE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _job_traceback(exc: BaseException) -> str:
+    """The traceback from the job's own code on: the agent's frames above it tell the operator nothing."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_AGENT_CODE):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
                 items_bytes: bytes) -> Tuple[str, bytes, str, str, float]:
-    """Run one chunk attempt: (status "ok" or "error", pickled value, error, traceback, seconds).
+    """Run one chunk attempt: (status "ok", "error" or "mistake", pickled value or the error's ErrorDetail,
+    error, traceback, seconds).
 
     What a pool worker sends back, and what a Dask task returns (console/backends/dask_task.py)."""
     for path in paths:
@@ -80,11 +136,14 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
             sys.path.insert(0, path)
     started = time.perf_counter()
     try:
-        value = pickle.dumps(run_chunk(fn_ref, mode, combine, pickle.loads(items_bytes)))
+        items = pickle.loads(items_bytes)
+        value = _value_bytes(fn_ref, run_chunk(fn_ref, mode, combine, items), items)
         return "ok", value, "", "", time.perf_counter() - started
+    except JobMistake as exc:
+        return "mistake", b"", str(exc), "", time.perf_counter() - started
     except BaseException as exc:  # the job's failure is data to report, whatever it is
         error = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
-        return "error", b"", error, traceback.format_exc(), time.perf_counter() - started
+        return "error", describe_error(exc), error, _job_traceback(exc), time.perf_counter() - started
 
 
 def worker_main(inbox: Any, outbox: Any) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
 import netcluster
+
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+"""A console child that hangs prints every thread's stack on SIGABRT (helpers.communicate sends it)."""
 
 
 def _require_net_cluster() -> None:

@@ -2,11 +2,12 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
@@ -34,9 +35,26 @@ def write_job(directory: Path, name: str = "job", function: str = "faulty:square
 def run_console(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
                 cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Run `console ...` as a user would, in a child process."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})), cwd=cwd or ROOT)
+    stdout, stderr = communicate(proc, timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def communicate(proc: subprocess.Popen, timeout: float) -> Tuple[str, str]:
+    """proc's (stdout, stderr) once it ends. Past `timeout` it is made to print every thread's stack
+    (faulthandler: conftest.py sets PYTHONFAULTHANDLER) and the test fails with its whole output."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, proc.args))} did not end within {timeout} s; its output:\n"
+                             f"{stdout}\nits stderr (with every thread's stack):\n{stderr}") from None
 
 
 def results(job_path: Path) -> Dict[str, Any]:

@@ -76,7 +76,7 @@ class HostileService(AgentService):
         if MODE == "collect-exploit":
             return exploit("eval")
         if MODE == "phantom":
-            return encode(Collected(((9999, 1, "ok", pickle.dumps(1), "", "", 0.1),) + outcomes, busy, queued))
+            return encode(Collected(((9999, 1, "ok", pickle.dumps(1), "", "", 0.1, "0"),) + outcomes, busy, queued))
         if MODE == "oversized":
             return os.urandom(3 * 2 ** 20)
         if MODE == "bomb":

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import FAULTY, ROOT, results, run_console, wait_for, write_job
+from helpers import ROOT, communicate, results, run_console, wait_for, write_job
 from test_ssh_cluster import expected_factorisation
 
 pytestmark = pytest.mark.dask
@@ -117,7 +117,7 @@ def test_a_worker_killed_mid_job_costs_nothing_but_time(dask_cluster, tmp_path):
     assert victims, "no worker process under the nanny"
     for victim in victims:
         victim.send_signal(signal.SIGKILL)
-    output, _ = console.communicate(timeout=120)
+    output, _ = communicate(console, 120)
     assert console.returncode == 0, output
     doc = results(job)
     assert doc["result"] == [x * x for x in range(200)] and doc["chunks"]["done"] == 50
@@ -143,7 +143,7 @@ def test_ctrl_c_exits_130_and_cancels_the_tasks(dask_cluster, tmp_path):
     journal = Path(str(job.with_suffix(".results.json")) + ".journal")
     assert wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) > 3, 60)
     console.send_signal(signal.SIGINT)
-    output, _ = console.communicate(timeout=60)
+    output, _ = communicate(console, 60)
     assert console.returncode == 130, output
     assert results(job)["status"] == "cancelled"
     with Client(dask_cluster[0], timeout=30) as client:
@@ -259,3 +259,19 @@ def test_mismatched_versions_are_refused_with_a_sentence(dask_cluster, tmp_path,
     assert run.document["node_errors"]["dask"] == (
         f"dask ({dask_cluster[0]}): the cluster's versions do not match this console's (Mismatched versions "
         "found); install the same dask and distributed everywhere.")
+
+
+def test_the_python_api_on_the_dask_cluster(dask_cluster):
+    """connect(engine=...): a user's module reaches the workers by upload_file, a lambda by value, and a
+    call's exception comes back as its own type with the worker's traceback."""
+    from apicalls import OddItem, reject_odd, square
+
+    from console import connect
+    from console.remote import RemoteTraceback
+
+    with connect(engine=engine(dask_cluster), retries=0) as executor:
+        assert list(executor.map(square, range(200), chunksize=9)) == [x * x for x in range(200)]
+        assert executor.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+        with pytest.raises(OddItem) as raised:
+            executor.submit(reject_odd, 3).result(timeout=60)
+        assert isinstance(raised.value.__cause__, RemoteTraceback) and "raise OddItem(x)" in str(raised.value.__cause__)

@@ -4,7 +4,8 @@ import io
 
 from rich.console import Console
 
-from console.headless import PlainReporter, duration, progress_line, render_live, render_summary
+from console.format import duration
+from console.headless import PlainReporter, progress_line, render_live, render_summary
 from console.snapshot import ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
 
 JOB = JobSnapshot(name="factorize", status="running", items_total=1000, items_done=450, chunks_total=20,
@@ -37,7 +38,7 @@ def test_live_view_has_the_bar_rates_and_a_line_per_node():
     ws1 = next(line for line in lines if line.startswith("ws-1"))
     assert ws1.split() == ["ws-1", "busy", "97%", "4/4", "7", "30.0", "0"]
     pi3 = next(line for line in lines if line.startswith("pi-3"))
-    assert pi3.split() == ["pi-3", "lost", "n/a", "n/a", "0", "0.0", "0"]
+    assert pi3.split() == ["pi-3", "lost", "n/a", "n/a", "0", "0", "0"]
 
 
 def test_plain_reporter_says_each_change_once():

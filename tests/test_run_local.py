@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-from helpers import ROOT, results, run_console, write_job
+from helpers import ROOT, communicate, results, run_console, write_job
 from jobs.factorize import factors
 
 
@@ -205,7 +205,7 @@ def test_ctrl_c_cancels_writes_what_is_done_and_exits_130(tmp_path):
         time.sleep(0.05)
     agents = agents_of(console.pid)
     console.send_signal(signal.SIGINT)
-    out, err = console.communicate(timeout=60)
+    out, err = communicate(console, 60)
     assert console.returncode == 130, out + err
     doc = results(job)
     assert doc["status"] == "cancelled"

@@ -17,8 +17,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import pytest
 
 from console.scheduler import (
-    Cancel, ChunkFailed, ChunkFinished, ChunkOrder, Event, Failure, Instruction, InvalidTransition, JobCancelled,
-    JobEnded, Journal, NodeDraining, NodeJoined, NodeLost, Scheduler, SendChunks, Tick,
+    Cancel, ChunkAdded, ChunkFailed, ChunkFinished, ChunkGivenUp, ChunkOrder, Event, Failure, InputClosed,
+    Instruction, InvalidTransition, JobCancelled, JobEnded, Journal, NodeDraining, NodeJoined, NodeLost, Scheduler,
+    SendChunks, Tick,
 )
 
 WS1, PI3, WIN1 = "ws-1", "pi-3", "win-1"
@@ -282,7 +283,7 @@ def test_retries_on_the_only_node_then_failed_for_good(make: Callable[..., Sched
     ]
     assert s.handle(ChunkFailed.dummy(0, WS1, 2, kind="timeout", t=2)) == [SendChunks(WS1, (order(0, attempt=3),))]
     assert s.handle(ChunkFailed.dummy(0, WS1, 3, kind="died", error="killed", traceback="Traceback ...", t=3)) == [
-        JobEnded("failed"),
+        ChunkGivenUp(0, 0, 10, s.failures[-1]), JobEnded("failed"),
     ]
     assert s.chunks[0].state == "failed"
     assert [(f.attempt, f.kind, f.final) for f in s.failures] == [
@@ -437,7 +438,7 @@ def test_job_ends_failed_when_a_chunk_failed_for_good(make: Callable[..., Schedu
     """retries=0: chunk 0 raises once and is failed; when chunk 1 is done the job ends "failed"."""
     s = make(total_items=20, chunk_size=10, retries=0)
     s.handle(NodeJoined(WS1, 1))
-    assert s.handle(ChunkFailed.dummy(0, WS1, traceback="tb", t=1)) == []
+    assert s.handle(ChunkFailed.dummy(0, WS1, traceback="tb", t=1)) == [ChunkGivenUp(0, 0, 10, s.failures[-1])]
     assert s.chunks[0].state == "failed" and s.failures[-1].final
     assert s.handle(finished(1, WS1, t=2)) == [done(1, WS1), JobEnded("failed")]
 
@@ -637,6 +638,81 @@ def test_a_final_failure_is_not_retried_and_cancels_the_other_copy(make: Callabl
     s.handle(finished(0, WS1, t=1, seconds=1))
     assert s.handle(Tick(3)) == [SendChunks(WS1, (order(1, size=1),))]
     assert s.handle(ChunkFailed.dummy(1, PI3, 1, kind="refused", error="holds a fractions:Fraction", final=True,
-                                      t=3.5)) == [Cancel(WS1, (1,)), JobEnded("failed")]
+                                      t=3.5)) == [Cancel(WS1, (1,)), ChunkGivenUp(1, 1, 1, s.failures[-1]),
+                                                  JobEnded("failed")]
     assert s.chunks[1].state == "failed" and s.chunks[1].failures == 1
     assert [(f.kind, f.final) for f in s.failures] == [("refused", True)]
+
+
+# -- streaming jobs (the Python API) ------------------------------------------------------
+
+def test_a_streaming_job_runs_the_chunks_it_is_given_and_ends_only_once_closed(
+        make: Callable[..., Scheduler]) -> None:
+    """Chunks of the caller's sizes (3, then 1) are numbered in order; the job idles when all are done and
+    ends after InputClosed."""
+    s = make(total_items=0, chunk_size=None, streaming=True)
+    assert s.handle(NodeJoined(WS1, 1)) == []
+    assert s.handle(ChunkAdded(3, t=1)) == [SendChunks(WS1, (ChunkOrder(0, 1, 0, 3),))]
+    assert s.handle(ChunkAdded(1, t=1)) == [SendChunks(WS1, (ChunkOrder(1, 1, 3, 1),))]
+    assert s.handle(ChunkFinished.dummy(0, WS1, result=b"a", t=2)) == [Journal(0, 0, 3, WS1, b"a")]
+    assert s.handle(ChunkFinished.dummy(1, WS1, result=b"b", t=2)) == [Journal(1, 3, 1, WS1, b"b")]
+    assert s.status == "running" and s.chunks_total is None and s.total_items == 4
+    assert s.handle(InputClosed(t=3)) == [JobEnded("ok")]
+
+
+def test_a_streaming_chunk_failed_for_good_is_given_up_and_the_job_goes_on(make: Callable[..., Scheduler]) -> None:
+    s = make(total_items=0, chunk_size=None, streaming=True, retries=0)
+    s.handle(NodeJoined(WS1, 1), ChunkAdded(2))
+    assert s.handle(ChunkFailed.dummy(0, WS1, error="ValueError: no", t=1)) == [
+        ChunkGivenUp(0, 0, 2, s.failures[-1])]
+    assert s.status == "running"
+    assert s.handle(ChunkAdded(1, t=2)) == [SendChunks(WS1, (ChunkOrder(1, 1, 2, 1),))]
+    s.handle(ChunkFinished.dummy(1, WS1, t=3))
+    assert s.handle(InputClosed(t=4)) == [JobEnded("failed")]
+
+
+def test_a_streaming_job_reruns_its_slow_tail_while_open(make: Callable[..., Scheduler]) -> None:
+    """Nothing is queued and the input is open: idle credit still re-runs a chunk out far longer than usual."""
+    s = make(total_items=0, chunk_size=None, streaming=True, prefetch=1)
+    s.handle(NodeJoined(WS1, 1), NodeJoined(PI3, 1), ChunkAdded(1, t=0), ChunkAdded(1, t=0))
+    s.handle(ChunkFinished.dummy(0, WS1, seconds=1, t=1))
+    assert s.handle(Tick(5)) == [SendChunks(WS1, (ChunkOrder(1, 1, 1, 1),))]
+
+
+def test_chunks_cannot_be_added_to_a_fixed_or_closed_job(make: Callable[..., Scheduler]) -> None:
+    with pytest.raises(InvalidTransition):
+        make(total_items=10).handle(ChunkAdded(1))
+    s = make(total_items=0, chunk_size=None, streaming=True)
+    s.handle(ChunkAdded(1), InputClosed())
+    assert s.status == "running"
+    with pytest.raises(InvalidTransition):
+        s.handle(ChunkAdded(1))
+
+
+def test_auto_chunk_size_doubles_then_aims_at_the_target_and_leaves_every_worker_some(
+        make: Callable[..., Scheduler]) -> None:
+    s = make(total_items=0, chunk_size=None, streaming=True, target_chunk_s=0.5)
+    assert [s.auto_chunk_size(None) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 64, 64]
+    s.handle(NodeJoined(WS1, 2), ChunkAdded(10))
+    s.handle(ChunkFinished.dummy(0, WS1, seconds=0.5, t=1))  # 50 ms an item
+    assert s.auto_chunk_size(None) == 10
+    assert s.auto_chunk_size(12) == 3
+    assert s.auto_chunk_size(None, largest=4) == 4
+
+
+def test_every_attempt_is_recorded_with_its_node_worker_times_and_outcome(make: Callable[..., Scheduler]) -> None:
+    """Chunk 0 fails on ws-1's worker 1, then is done on pi-3 (its start is the worker's, not the send's); a
+    chunk out on a node that is lost is an attempt "lost" from its send."""
+    s = make(total_items=20, chunk_size=10, prefetch=1)
+    s.handle(NodeJoined(WS1, 1, t=0), NodeJoined(PI3, 1, t=0))
+    s.handle(ChunkFailed.dummy(0, WS1, seconds=1.0, t=2, worker="1"))
+    s.handle(ChunkFinished.dummy(1, PI3, seconds=1.5, t=2.5, worker="0"))
+    s.handle(NodeLost(WS1, t=4))
+    s.handle(ChunkFinished.dummy(0, PI3, attempt=2, seconds=0.5, t=5, worker="0"))
+    assert [(a.chunk, a.attempt, a.node, a.worker, a.start, a.end, a.outcome) for a in s.attempts] == [
+        (0, 1, WS1, "1", 1.0, 2, "error"), (1, 1, PI3, "0", 1.0, 2.5, "done"), (0, 2, PI3, "0", 4.5, 5, "done"),
+    ]
+    s2 = make(total_items=10, chunk_size=10)
+    s2.handle(NodeJoined(WS1, 1, t=1))
+    s2.handle(NodeLost(WS1, t=3))
+    assert [(a.node, a.worker, a.start, a.end, a.outcome) for a in s2.attempts] == [(WS1, "", 1, 3, "lost")]

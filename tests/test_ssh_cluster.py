@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import FAULTY, ROOT, run_console, wait_for
+from helpers import FAULTY, ROOT, communicate, run_console, wait_for
 from jobs.factorize import factorize
 
 pytestmark = pytest.mark.sshd
@@ -228,7 +228,7 @@ def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
     assert wait_for(lambda: journalled_by(tmp_path / "out.json", "node2"), 30), "node2 finished no chunk"
     agent = next(pid for pid, cmd in net_cluster_3.processes_in(node2) if "cluster-console/agent-" in cmd)
     os.kill(agent, signal.SIGKILL)
-    output, _ = console.communicate(timeout=120)
+    output, _ = communicate(console, 120)
     assert console.returncode == 0, output
     doc = json.loads((tmp_path / "out.json").read_text())
     assert doc["result"] == [x * x for x in range(600)]
@@ -246,7 +246,7 @@ def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
     try:
         assert wait_for(lambda: journalled_by(tmp_path / "out.json", "node2"), 30), "node2 finished no chunk"
         cluster.link_down(node2)
-        output, _ = console.communicate(timeout=120)
+        output, _ = communicate(console, 120)
     finally:
         cluster.link_up(node2)
     assert console.returncode == 0, output

@@ -17,7 +17,7 @@ from textual.widgets import Input, Static
 from console.snapshot import ClusterSnapshot, NodeSnapshot
 from console.tui.app import ConsoleApp
 from console.tui.screens import JobPicker, NodeScreen, QuitScreen, TracebackScreen
-from console.tui.widgets import FailuresPanel, JobPanel, NodeTable
+from console.tui.widgets import FailuresPanel, JobChart, JobPanel, NodeTable
 
 from snapshot_apps.canned import FAILURE, JOB, SNAPSHOT, WS1
 from snapshot_apps.dashboard import FakeControl, build_app
@@ -102,12 +102,29 @@ async def test_job_panel_shows_progress_rates_and_shares() -> None:
         panel = app.query_one(JobPanel)
         assert static_text(app, "#job-title") == "factor-primes  running"
         assert static_text(app, "#job-rates") == "64,000 of 100,000 items · 1.6k items/s"
-        assert static_text(app, "#job-chunks") == "chunks 18 queued · 18 in flight · 64/100 done · 0 failed"
+        assert static_text(app, "#job-chunks") == "chunks 64/100 done · 0 failed · 18 in flight · 18 queued"
         assert static_text(app, "#job-shares") == "share ws-1 66% · win-1 30% · pi-3 5%"
         assert panel.has_class("-running")
+        assert static_text(app, "#job-answer") == ""
         app.control.current = dataclasses.replace(SNAPSHOT, job=dataclasses.replace(JOB, status="failed"))
         app.poll()
         assert panel.has_class("-failed") and not panel.has_class("-running")
+        ended = dataclasses.replace(JOB, status="ok", answer="1,000 entries: {7: [7], …} (all in out.json)")
+        app.control.current = dataclasses.replace(SNAPSHOT, job=ended)
+        app.poll()
+        await pilot.pause()
+        assert static_text(app, "#job-answer") == "answer 1,000 entries: {7: [7], …} (all in out.json)"
+
+
+@run_async
+async def test_the_chart_shows_the_jobs_items_per_second_and_cpu() -> None:
+    app = build_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        lines = str(app.query_one(JobChart).render()).splitlines()
+        assert lines[0] == "items/s  now 1.6k · peak 1.7k · over 2m05s"
+        assert lines[4] == "CPU  now 92%"
+        assert len(lines) == 7 and set(lines[3].strip()) <= set(" ▁▂▃▄▅▆▇█") and "█" in lines[3]
 
 
 @run_async

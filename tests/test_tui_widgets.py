@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from console.snapshot import ClusterSnapshot, NodeSnapshot
-from console.tui import format as f
+from console import format as f
 from console.tui.screens.job_picker import find_job_files
 from console.tui.screens.node import node_heading
 from console.tui.screens.traceback import failure_heading
@@ -63,7 +63,7 @@ def test_rate(value, text) -> None:
 
 
 @pytest.mark.parametrize(
-    "value, text", [(None, "n/a"), (-3, "0s"), (42, "42s"), (62, "1:02"), (3725, "1:02:05")]
+    "value, text", [(None, "n/a"), (-3, "0s"), (42, "42s"), (62, "1m02s"), (3725, "1h02m")]
 )
 def test_duration(value, text) -> None:
     assert f.duration(value) == text
@@ -161,8 +161,8 @@ def test_job_lines_for_a_running_job() -> None:
     lines = job_lines(SNAPSHOT, "hint")
     assert lines["title"] == "factor-primes  running"
     assert lines["rates"] == "64,000 of 100,000 items · 1.6k items/s"
-    assert lines["times"] == "elapsed 2:05 · ETA 22s"
-    assert lines["chunks"] == "chunks 18 queued · 18 in flight · 64/100 done · 0 failed"
+    assert lines["times"] == "elapsed 2m05s · ETA 22s"
+    assert lines["chunks"] == "chunks 64/100 done · 0 failed · 18 in flight · 18 queued"
     assert lines["shares"] == "share ws-1 66% · win-1 30% · pi-3 5%"
 
 
@@ -171,7 +171,7 @@ def test_job_lines_before_a_job_and_with_unknown_totals() -> None:
     assert job_lines(ClusterSnapshot(t=0.0, nodes=()), "Press s")["title"] == "No job yet"
     vague = dataclasses.replace(JOB, items_total=None, chunks_total=None, eta_s=None)
     lines = job_lines(ClusterSnapshot(t=0.0, nodes=(BARE,), job=vague), "")
-    assert lines["times"] == "elapsed 2:05 · ETA n/a"
+    assert lines["times"] == "elapsed 2m05s · ETA n/a"
     assert lines["shares"] == "share n/a"
     assert job_progress(vague) == (None, 0.0)
     assert job_progress(dataclasses.replace(JOB, items_total=None)) == (100.0, 64.0)
@@ -227,3 +227,20 @@ def test_cell_renders_its_text_plainly_in_its_style() -> None:
     assert [s.text for s in console.render(plain)] == ["[b]ws-1[/b]"]
     bold = Cell("lost", lambda: Style(bold=True))
     assert [(s.text, s.style) for s in console.render(bold)] == [("lost", Style(bold=True))]
+
+
+def test_column_chart_scales_to_the_top_in_eighth_blocks() -> None:
+    assert f.column_chart([0, 4, 8], 3, 2, top=8) == ["  █", " ██"]
+    assert f.column_chart([1, 2], 3, 1) == ["▄█"]
+    assert f.column_chart([5] * 100, 4, 1) == ["████"], "buckets averaged into the width"
+    assert f.column_chart([], 4, 2) == ["", ""] and f.column_chart([1], 0, 2) == []
+
+
+def test_history_keeps_the_whole_job_in_bounded_samples() -> None:
+    from console.rates import History
+
+    history = History(size=4, every=1.0)
+    for t in range(20):
+        history.add(float(t), float(t), None)
+    assert len(history.samples) <= 4
+    assert history.samples[0][0] == 0.0 and history.samples[-1][0] >= 12.0

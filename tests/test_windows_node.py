@@ -9,7 +9,6 @@ CPython. Needs root, sshd and Wine (skips with the reason otherwise).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -27,7 +26,7 @@ from console.inventory import load_inventory
 from console.jobspec import load_job
 from console.tui.app import ConsoleApp
 from console.tui.widgets import NodeTable
-from helpers import FAULTY, ROOT, results, run_console, wait_for, write_job
+from helpers import ROOT, communicate, results, run_console, wait_for, write_job
 from test_ssh_cluster import expected_factorisation, table_rows
 from test_tui_live import SIZE, job_ended, run_live, until
 from test_tui_pilot import row_texts, static_text
@@ -111,6 +110,22 @@ def test_user_module_in_files_runs_on_the_windows_node(cluster, tmp_path):
     assert results(job)["result"] == [[len(str(x)) * x, "win32"] for x in range(1, 101)]
 
 
+def test_the_python_api_on_a_windows_node(cluster, tmp_path):
+    """connect() over the Windows node: a user's module shipped as source runs there; a lambda shipped by value
+    from another Python minor version fails on that node with its sentence, as a RuntimeError."""
+    from apicalls import OddItem, reject_odd, square
+
+    from console import connect
+
+    with connect(inventory(cluster, tmp_path, "node2"), retries=0) as executor:
+        assert list(executor.map(square, range(100), chunksize=7)) == [x * x for x in range(100)]
+        with pytest.raises(OddItem):
+            executor.submit(reject_odd, 1).result(timeout=120)
+        if sys.version_info[:2] != (3, 13):
+            with pytest.raises(RuntimeError, match=r"shipped by value from Python 3\.\d+ and this node runs Python 3\.13"):
+                executor.submit(lambda: 1).result(timeout=120)
+
+
 def test_chunk_that_raises_on_windows_is_retried_then_reported(cluster, tmp_path):
     """Item 13 raises every time: three attempts, then the failure with the Windows node's traceback."""
     job = write_job(tmp_path, function="faulty:boom_on_13", items=range(30), chunk_size=5, retries=2)
@@ -153,7 +168,7 @@ def test_console_killed_or_interrupted_leaves_no_python_on_windows(cluster, tmp_
             "the agent and its two workers did not start"
     finally:
         console.send_signal(how)
-        output, _ = console.communicate(timeout=30)
+        output, _ = communicate(console, 30)
     assert console.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 130), output
     assert wait_for(lambda: not windows_pythons(cluster, "node2"), 20), windows_pythons(cluster, "node2")
 

@@ -27,10 +27,10 @@ from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
 from console.rates import RateMeter
 from console.scheduler import (
-    Cancel, ChunkFailed, ChunkFinished, Event, NodeDraining, NodeJoined, SendChunks,
+    Cancel, ChunkFailed, ChunkFinished, Event, Instruction, NodeDraining, NodeJoined, SendChunks,
 )
 from console.snapshot import ChunkRecord, NodeSnapshot
-from nodeagent.wire import ChunkItems, ChunkOutcome, RefusedType, WireError
+from nodeagent.wire import ChunkItems, ChunkOutcome, RefusedType, WireError, decode_error_detail
 
 if TYPE_CHECKING:
     from console.cluster import Cluster
@@ -73,6 +73,8 @@ class NodeSession(threading.Thread):
         self.stopping = threading.Event()
         self._link: Optional[AgentLink] = None
         self._generation = -1
+        self._files_sent = 0
+        """How many of the job's extra_files this agent has."""
         self._sent: Set[Tuple[int, int]] = set()
         """(chunk, attempt) given to the current agent and not answered yet."""
 
@@ -166,6 +168,7 @@ class NodeSession(threading.Thread):
         link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
         self.workers = link.start_job(job.settings._replace(workers=self.node.workers))
         self._generation = job.generation
+        self._files_sent = 0
         self._sent.clear()
         now = time.monotonic()
         events: List[Event] = [NodeJoined(self.node.name, self.workers, now)]
@@ -180,6 +183,9 @@ class NodeSession(threading.Thread):
             if isinstance(instruction, Cancel):
                 link.cancel(instruction.chunks)
             elif isinstance(instruction, SendChunks) and job is not None:
+                while self._files_sent < len(job.extra_files):  # files added before these chunks were
+                    link.add_files(job.extra_files[self._files_sent])
+                    self._files_sent += 1
                 source = job.spec.input
                 self._sent.update((o.chunk, o.attempt) for o in instruction.chunks)
                 link.submit([
@@ -198,17 +204,24 @@ class NodeSession(threading.Thread):
                 raise WireError(f"it sent an outcome for chunk {o.chunk} attempt {o.attempt}, which it was never "
                                 "given (or had answered already)")
             self._sent.discard((o.chunk, o.attempt))
+            if o.status == "mistake":
+                assert job is not None, "the node holds chunks of a job"
+                events.append(ChunkFailed(name, o.chunk, o.attempt, "mistake", f"{job.spec.path}: {o.error}", "",
+                                          o.seconds, now, final=True, worker=o.worker))
+                continue
             if o.status != "ok":
-                events.append(ChunkFailed(name, o.chunk, o.attempt, o.status, o.error, o.traceback, o.seconds, now))
+                events.append(ChunkFailed(name, o.chunk, o.attempt, o.status, o.error, o.traceback, o.seconds, now,
+                                          detail=decode_error_detail(o.value), worker=o.worker))
                 continue
             assert job is not None, "the node holds chunks of a job"
             try:
                 value = ChunkValue(o.value, job.decoder.loads(o.value))
             except RefusedType as refused:
                 events.append(ChunkFailed(name, o.chunk, o.attempt, "refused", job.spec.refused_type(
-                    refused.name, f"chunk {o.chunk}'s value from {name}"), "", o.seconds, now, final=True))
+                    refused.name, f"chunk {o.chunk}'s value from {name}"), "", o.seconds, now, final=True,
+                    worker=o.worker))
                 continue
-            events.append(ChunkFinished(name, o.chunk, o.attempt, value, o.seconds, now))
+            events.append(ChunkFinished(name, o.chunk, o.attempt, value, o.seconds, now, o.worker))
         return events
 
     def _sample(self, link: AgentLink) -> None:

@@ -38,7 +38,7 @@ from console.jobrun import ChunkValue, JobRun
 from console.scheduler import Cancel, ChunkFailed, ChunkFinished, Event, NodeDraining, NodeJoined, SendChunks
 from console.snapshot import NodeSnapshot
 from nodeagent.cache import cache_dir, content_hash
-from nodeagent.wire import RefusedType
+from nodeagent.wire import RefusedType, decode_error_detail
 
 if TYPE_CHECKING:
     from console.cluster import Cluster
@@ -54,7 +54,8 @@ INFO_EVERY_S = 1.0
 
 
 def _code_zip() -> Path:
-    """The agent bundle's code without its __main__.py (upload_file imports every top-level module it holds)."""
+    """The agent bundle's code without its __main__.py, rpyc and cloudpickle (upload_file imports every
+    top-level module it holds; the workers have their own cloudpickle)."""
     digest, data = bundle()
     path = Path(cache_dir()) / f"dask-code-{digest}.zip"
     if not path.exists():
@@ -62,13 +63,25 @@ def _code_zip() -> Path:
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as code:
             for info in source.infolist():
-                if info.filename != "__main__.py" and not info.filename.startswith("rpyc/"):
+                if info.filename != "__main__.py" and not info.filename.startswith(("rpyc/", "cloudpickle/")):
                     code.writestr(info, source.read(info))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{threading.get_ident()}.part")
         partial.write_bytes(out.getvalue())
         partial.replace(path)
     return path
+
+
+def _upload_files(client: Any, files: Dict[str, bytes]) -> None:
+    """Give every Dask worker these job files ({relative path: content}), as one zip on its path."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, data in sorted(files.items()):
+            zipped.writestr(name, data)
+    path = Path(cache_dir()) / f"job-{content_hash(files)}.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(archive.getvalue())
+    client.upload_file(str(path))
 
 
 def dask_address(engine: str) -> str:
@@ -104,6 +117,8 @@ class DaskBackend:
         """Task key -> when its timeout clock started (see the module docstring)."""
         self._by_chunk: Dict[int, Any] = {}
         self._generation = -1
+        self._files_sent = 0
+        """How many of the job's extra_files the workers have."""
 
     # -- Backend ------------------------------------------------------------------------
 
@@ -247,15 +262,9 @@ class DaskBackend:
         self._clock_from.clear()
         self._by_chunk.clear()
         self.done_by_worker.clear()
+        self._files_sent = 0
         if job.settings.files:
-            archive = io.BytesIO()
-            with zipfile.ZipFile(archive, "w") as zipped:
-                for name, data in sorted(job.settings.files.items()):
-                    zipped.writestr(name, data)
-            path = Path(cache_dir()) / f"job-{content_hash(job.settings.files)}.zip"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(archive.getvalue())
-            client.upload_file(str(path))
+            _upload_files(client, job.settings.files)
         now = time.monotonic()
         events: List[Event] = [NodeJoined(DASK_NODE, self._threads(), now)]
         if self.draining:
@@ -276,6 +285,9 @@ class DaskBackend:
                         self._clock_from.pop(future.key, None)
                         future.cancel()
             elif isinstance(instruction, SendChunks) and job is not None:
+                while self._files_sent < len(job.extra_files):  # files added before these chunks were
+                    _upload_files(client, job.extra_files[self._files_sent])
+                    self._files_sent += 1
                 settings = job.settings
                 for order in instruction.chunks:
                     key = f"chunk-{job.spec.fingerprint()}-{job.generation}-{order.chunk}-{order.attempt}"
@@ -312,20 +324,26 @@ class DaskBackend:
                 events.append(ChunkFailed(DASK_NODE, chunk, attempt, kind, error, "", 0.0, now))
                 continue
             status, raw, error, tb, seconds, worker = future.result()
+            if status == "mistake":
+                events.append(ChunkFailed(DASK_NODE, chunk, attempt, "mistake", f"{job.spec.path}: {error}", "",
+                                          seconds, now, final=True, worker=str(worker)))
+                continue
             if status != "ok":
-                events.append(ChunkFailed(DASK_NODE, chunk, attempt, "error", error, tb, seconds, now))
+                events.append(ChunkFailed(DASK_NODE, chunk, attempt, "error", error, tb, seconds, now,
+                                          detail=decode_error_detail(raw), worker=str(worker)))
                 continue
             try:
                 value = ChunkValue(raw, job.decoder.loads(raw))
             except RefusedType as refused:
                 events.append(ChunkFailed(DASK_NODE, chunk, attempt, "refused", job.spec.refused_type(
-                    refused.name, f"chunk {chunk}'s value from Dask worker {worker}"), "", seconds, now, final=True))
+                    refused.name, f"chunk {chunk}'s value from Dask worker {worker}"), "", seconds, now, final=True,
+                    worker=str(worker)))
                 continue
             tally = self.done_by_worker.setdefault(worker, [0, 0, 0.0])
             tally[0] += 1
             tally[1] += count
             tally[2] += seconds
-            events.append(ChunkFinished(DASK_NODE, chunk, attempt, value, seconds, now))
+            events.append(ChunkFinished(DASK_NODE, chunk, attempt, value, seconds, now, str(worker)))
         return events
 
     def _expire(self) -> None:

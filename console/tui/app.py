@@ -28,7 +28,7 @@ from console.control import ClusterControl
 from console.snapshot import ClusterSnapshot
 from console.tui.screens import JobPicker, NodeScreen, QuitScreen, TracebackScreen
 from console.tui.screens.job_picker import find_job_files
-from console.tui.widgets import FailuresPanel, JobPanel, NodeTable
+from console.tui.widgets import FailuresPanel, JobChart, JobPanel, NodeTable
 
 __all__ = ["ConsoleApp", "run_dashboard"]
 
@@ -99,6 +99,7 @@ class ConsoleApp(App[int]):
         yield NodeTable(id="nodes").data_bind(snapshot=ConsoleApp.table_snapshot)
         with Horizontal(id="bottom"):
             yield JobPanel(hint, id="job").data_bind(ConsoleApp.snapshot)
+            yield JobChart(id="chart").data_bind(ConsoleApp.snapshot)
             yield FailuresPanel(id="failures").data_bind(ConsoleApp.snapshot)
         yield Footer()
 

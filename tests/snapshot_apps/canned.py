@@ -139,6 +139,8 @@ JOB = JobSnapshot(
     items_per_s=1636.5,
     eta_s=22.0,
     output_path="results/factor-primes.jsonl",
+    history=tuple((float(t), 1650.0 * min(t, 20) / 20 + (90.0 if t % 7 == 0 else 0.0), min(35.0 + 3 * t, 92.0))
+                  for t in range(126)),
 )
 
 SNAPSHOT = ClusterSnapshot(t=T0, nodes=(WS1, PI3, WIN1), job=JOB, failures=(FAILURE,))

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Static
 
 from console.snapshot import NA, ChunkRecord, ClusterSnapshot, NodeSnapshot
-from console.tui import format as f
+from console import format as f
 from console.tui.widgets.core_bars import CoreBars
 
 __all__ = ["NodeScreen", "node_heading"]

@@ -15,7 +15,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from console.snapshot import NA, NodeSnapshot
-from console.tui import format as f
+from console import format as f
 
 __all__ = ["CoreBars", "core_lines"]
 

@@ -16,7 +16,7 @@ from textual.reactive import var
 from textual.widgets import DataTable
 
 from console.snapshot import ClusterSnapshot, FailureRecord
-from console.tui import format as f
+from console import format as f
 
 __all__ = ["FailuresPanel", "failure_key", "failure_cells"]
 

@@ -1,4 +1,4 @@
-"""The job panel: overall progress, rate, ETA, elapsed, chunk counts, each node's share.
+"""The job panel: overall progress, rate, ETA, elapsed, chunk counts, each node's share, and the answer.
 
 Reads the `JobSnapshot` (and the nodes, for the shares) from the bound
 `ClusterSnapshot` and rewrites a line only when its text changed. Never calls
@@ -17,7 +17,7 @@ from textual.reactive import var
 from textual.widgets import ProgressBar, Static
 
 from console.snapshot import NA, ClusterSnapshot, JobSnapshot
-from console.tui import format as f
+from console import format as f
 
 __all__ = ["JobPanel", "job_lines", "job_progress"]
 
@@ -28,7 +28,7 @@ def job_lines(snapshot: Optional[ClusterSnapshot], hint: str) -> Dict[str, str]:
     """The panel's text lines for `snapshot`: title, rates, times, chunks, shares."""
     job = snapshot.job if snapshot else None
     if job is None:
-        return {"title": "No job yet", "rates": hint, "times": "", "chunks": "", "shares": ""}
+        return {"title": "No job yet", "rates": hint, "times": "", "chunks": "", "shares": "", "answer": ""}
     done = f"{job.items_done:,}" + (f" of {job.items_total:,}" if job.items_total else "")
     shares = f.work_shares(snapshot.nodes)
     chunks_total = "" if job.chunks_total is None else f"/{job.chunks_total}"
@@ -37,10 +37,11 @@ def job_lines(snapshot: Optional[ClusterSnapshot], hint: str) -> Dict[str, str]:
         "rates": f"{done} items · {f.rate(job.items_per_s)} items/s",
         "times": f"elapsed {f.duration(job.elapsed_s)} · ETA {f.duration(job.eta_s)}",
         "chunks": (
-            f"chunks {job.chunks_queued} queued · {job.chunks_in_flight} in flight · "
-            f"{job.chunks_done}{chunks_total} done · {job.chunks_failed} failed"
+            f"chunks {job.chunks_done}{chunks_total} done · {job.chunks_failed} failed · "
+            f"{job.chunks_in_flight} in flight · {job.chunks_queued} queued"
         ),
         "shares": "share " + (" · ".join(f"{n} {s:.0%}" for n, s in shares) if shares else NA),
+        "answer": f"answer {job.answer}" if job.answer is not None else "",
     }
 
 
@@ -93,7 +94,7 @@ class JobPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="job-title")
         yield ProgressBar(show_eta=False, id="job-bar")
-        for key in ("rates", "times", "chunks", "shares"):
+        for key in ("rates", "times", "chunks", "shares", "answer"):
             yield Static(id=f"job-{key}")
 
     def on_mount(self) -> None:

@@ -17,7 +17,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from console.snapshot import NodeSnapshot
-from console.tui import format as f
+from console import format as f
 
 __all__ = ["COLUMNS", "SORTS", "STATES", "Cell", "node_cells", "sort_value"]
 
@@ -66,7 +66,7 @@ COLUMNS: Tuple[Tuple[str, str, Optional[int]], ...] = (
 SORTS = ("inventory", "name", "state", "cpu", "items/s", "errors")
 """Sort orders that `o` cycles through; numbers sort largest first."""
 
-STATES = ("failed", "lost", "draining", "busy", "ready", "bootstrapping", "connecting", "pending")
+STATES = f.NODE_STATES
 """Every node state, in the order the "state" sort shows them: trouble first."""
 
 _STATE_RANK = {state: rank for rank, state in enumerate(STATES)}

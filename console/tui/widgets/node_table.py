@@ -20,7 +20,7 @@ from textual.reactive import var
 from textual.widgets import DataTable
 
 from console.snapshot import ClusterSnapshot, NodeSnapshot
-from console.tui import format as f
+from console import format as f
 from console.tui.widgets.node_columns import COLUMNS, SORTS, STATES, Cell, node_cells, sort_value
 
 __all__ = ["NodeTable"]

@@ -1,17 +1,21 @@
-"""Pure text helpers for the dashboard: numbers, bars and sparklines as short strings.
+"""The one vocabulary of every view: durations, rates, node states, numbers, bars and sparklines as text.
 
 Every function takes plain values (None for "unknown") and returns a string; none
 raises on None, an empty tuple or a value out of range, and none touches Textual,
-I/O or a clock. Called by the widgets and screens in `console.tui`, and tested alone.
+I/O or a clock. Shared by the headless view (console/headless.py), the Python
+API's progress and the dashboard (console/tui), and tested alone.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from console.snapshot import NA, NodeSnapshot
 
 __all__ = [
+    "NODE_STATES",
+    "STATE_STYLE",
     "BLOCKS",
     "sparkline",
     "core_strip",
@@ -28,7 +32,17 @@ __all__ = [
     "node_summary",
     "work_shares",
     "new_lines",
+    "answer",
+    "column_chart",
 ]
+
+NODE_STATES = ("failed", "lost", "draining", "busy", "ready", "bootstrapping", "connecting", "pending")
+"""Every node state (console/snapshot.py NodeState), the ones that need the operator first."""
+STATE_STYLE = {
+    "pending": "dim", "connecting": "cyan", "bootstrapping": "cyan", "ready": "green", "busy": "bold green",
+    "draining": "yellow", "lost": "bold red", "failed": "red",
+}
+"""How each state looks (rich styles; the dashboard's stylesheet uses the same colours)."""
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 """Eight heights, lowest first: one character per sample or per core."""
@@ -63,6 +77,25 @@ def sparkline(values: Optional[Iterable[Optional[float]]], width: int = 10) -> s
         return ""
     samples = _buckets(_clean(values), width)
     return "".join(_block(v) for v in samples).rjust(width)
+
+
+def column_chart(values: Sequence[float], width: int, height: int, top: Optional[float] = None) -> List[str]:
+    """`values` (oldest first) as a column chart `height` rows tall and at most `width` wide, top row first:
+    each column is one value (or the mean of a bucket of them) scaled to `top` (their largest by default),
+    drawn in eighth-block steps."""
+    if width <= 0 or height <= 0:
+        return []
+    samples = _buckets([max(float(v), 0.0) for v in values], width)
+    ceiling = top if top else max(samples, default=0.0)
+    levels = [round(v / ceiling * height * 8) if ceiling > 0 else 0 for v in samples]
+    rows = []
+    for row in range(height - 1, -1, -1):
+        cells = []
+        for level in levels:
+            part = min(max(level - row * 8, 0), 8)
+            cells.append(" " if part == 0 else BLOCKS[part - 1])
+        rows.append("".join(cells))
+    return rows
 
 
 def core_strip(per_core: Optional[Sequence[Optional[float]]], width: int = 10) -> str:
@@ -123,17 +156,15 @@ def rate(value: Optional[float]) -> str:
 
 
 def duration(seconds: Optional[float]) -> str:
-    """"42s", "1:02", "1:02:05", or "n/a"."""
+    """"42s", "3m05s", "1h02m", or "n/a"."""
     if seconds is None:
         return NA
     total = max(int(round(seconds)), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    if minutes:
-        return f"{minutes}:{secs:02d}"
-    return f"{secs}s"
+    if total >= 3600:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    if total >= 60:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total}s"
 
 
 def os_arch(os_name: Optional[str], arch: Optional[str]) -> str:
@@ -229,3 +260,29 @@ def new_lines(old: Sequence[str], new: Sequence[str]) -> Tuple[bool, List[str]]:
         if list(old[-overlap:]) == list(new[:overlap]):
             return False, list(new[overlap:])
     return True, list(new)
+
+
+ANSWER_WIDTH = 72
+"""Characters of a job's answer shown whole; a longer one is previewed."""
+
+
+def _short(value: object, width: int = 24) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def answer(result: object, where: Optional[str] = None, entries: int = 3) -> str:
+    """A job's result for people: a number or a short value whole; a dict or a list as its size and first few
+    entries, saying where the rest is."""
+    whole = repr(result)
+    if len(whole) <= ANSWER_WIDTH or not isinstance(result, (dict, list, tuple, str)):
+        return whole if len(whole) <= ANSWER_WIDTH else whole[:ANSWER_WIDTH - 1] + "…"
+    rest = f" (all in {where})" if where else ""
+    if isinstance(result, str):
+        return f"{len(result):,} characters: {whole[:ANSWER_WIDTH - 1]}…{rest}"
+    if isinstance(result, dict):
+        shown = ", ".join(f"{_short(k)}: {_short(v)}" for k, v in itertools.islice(result.items(), entries))
+        return f"{len(result):,} entries: {{{shown}, …}}{rest}"
+    shown = ", ".join(_short(v) for v in result[:entries])
+    return f"{len(result):,} values: [{shown}, …]{rest}"
+
