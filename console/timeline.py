@@ -26,17 +26,18 @@ INSTALL = 'console timeline draws with matplotlib, an optional extra: pip instal
 
 
 def lanes(attempts: List[Dict[str, Any]]) -> List[str]:
-    """The figure's lanes, "node" or "node/worker", in node then worker order."""
+    """The figure's lanes, "node/worker" or "node cut short", in node then worker order."""
     def key(lane: str) -> Tuple[str, int, str]:
-        node, _, worker = lane.partition("/")
-        return (node, int(worker) if worker.isdigit() else -1, worker)
+        node, _, worker = lane.replace(" cut short", "/").partition("/")
+        return (node, int(worker) if worker.isdigit() else 1 << 30, worker)
 
     return sorted({_lane(a) for a in attempts}, key=key)
 
 
 def _lane(attempt: Dict[str, Any]) -> str:
+    """"node/worker"; an attempt cut short before its worker answered (a losing copy, a lost node) has none."""
     worker = attempt.get("worker")
-    return f"{attempt['node']}/{worker}" if worker not in (None, "") else str(attempt["node"])
+    return f"{attempt['node']}/{worker}" if worker not in (None, "") else f"{attempt['node']} cut short"
 
 
 def read_results(path: Path) -> Dict[str, Any]:
@@ -82,7 +83,7 @@ def timeline_figure(document: Dict[str, Any]) -> Any:
     axes.set_xlabel("seconds since the job started")
     axes.set_xlim(0, max([float(a["end_s"]) for a in attempts] + [float(document.get("elapsed_s") or 0), 0.1]))
     axes.set_title(f"{document.get('job', 'job')}: {document.get('status', '')}, "
-                   f"{len(attempts)} chunk attempts on {len(names)} workers")
+                   f"{len(attempts)} chunk attempts in {len(names)} lanes")
     axes.legend(handles=[Patch(color=OUTCOME_COLOURS.get(o, "#333333"), label=o) for o in sorted(by_outcome)],
                 loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     axes.grid(axis="x", alpha=0.3)

@@ -54,8 +54,8 @@ def test_the_figure_has_a_lane_per_worker_and_a_bar_per_attempt(retried_job):
 
 
 def test_lanes_follow_nodes_then_worker_numbers():
-    attempts = [{"node": n, "worker": w} for n, w in (("b", "10"), ("a", "2"), ("b", "9"), ("dask", ""))]
-    assert lanes(attempts) == ["a/2", "b/9", "b/10", "dask"]
+    attempts = [{"node": n, "worker": w} for n, w in (("b", "10"), ("a", "2"), ("b", ""), ("b", "9"), ("dask", ""))]
+    assert lanes(attempts) == ["a/2", "b/9", "b/10", "b cut short", "dask cut short"]
 
 
 def test_without_matplotlib_it_says_how_to_install_it(retried_job, tmp_path):
