@@ -123,46 +123,80 @@ def test_drain_a_node_and_the_other_finishes_the_job(tmp_path):
     assert json.loads(job.with_suffix(".results.json").read_text())["result"] == [x * x for x in range(120)]
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_real_console_under_tmux_runs_the_example(tmp_path):
-    """`console ui JOB` in a real terminal: s, Enter, and the pane shows the job done."""
-    session = f"cc{int(time.time() * 1000) % 100000}"
-    # The pause lets a freshly started tmux server settle the pane at 120x40 before the app reads its size.
-    command = (f"sleep 1; cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli ui "
-               f"{ROOT / 'jobs/examples/randsum.toml'}")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
+class TmuxPane:
+    """A command running in a real 120x40 terminal (a detached tmux session), and what its pane shows."""
 
-    def pane() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-t", session, "-p"], capture_output=True, text=True).stdout
+    def __init__(self, command: str, hold: bool = False) -> None:
+        """`hold` keeps the pane open for 30 s after the command ends, to read what it left."""
+        self.session = f"cc{int(time.time() * 1000) % 100000}"
+        # The pause lets a freshly started tmux server settle the pane at 120x40 before the app reads its size.
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", "120", "-y", "40",
+                        f"sleep 1; {command}" + ("; sleep 30" if hold else "")], check=True)
 
-    def wait_pane(text: str, limit: float) -> str:
+    def text(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-t", self.session, "-p"], capture_output=True,
+                              text=True).stdout
+
+    def wait(self, text: str, limit: float) -> str:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            screen = pane()
+            screen = self.text()
             if text in screen:
                 return screen
             time.sleep(0.25)
-        raise AssertionError(f"{text!r} never showed; the pane:\n{pane()}")
+        raise AssertionError(f"{text!r} never showed; the pane:\n{self.text()}")
 
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
+
+    def wait_closed(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and subprocess.run(
+                ["tmux", "has-session", "-t", self.session], capture_output=True).returncode == 0:
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_real_console_under_tmux_runs_the_example(tmp_path):
+    """`console ui JOB` in a real terminal: s, Enter, and the pane shows the job done with its answer."""
+    from jobs.randsum import expected
+
+    pane = TmuxPane(f"cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli ui "
+                    f"{ROOT / 'jobs/examples/randsum.toml'}")
     try:
-        wait_pane("ready", 30)
-        subprocess.run(["tmux", "send-keys", "-t", session, "s"], check=True)
-        wait_pane("randsum.toml", 10)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        screen = wait_pane("randsum  ok", 90)
+        pane.wait("ready", 30)
+        pane.keys("s")
+        pane.wait("randsum.toml", 10)
+        pane.keys("Enter")
+        screen = pane.wait("randsum  ok", 90)
         assert "4,000,000 of 4,000,000" not in screen  # items are seeds, not draws
         assert "40 of 40 items" in screen and "20/20 done · 0 failed" in screen, screen
-        assert "share local 100%" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and subprocess.run(
-                ["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
-            time.sleep(0.25)
+        assert "share local 100%" in screen and f"answer {expected(range(40))}" in screen
+        pane.keys("q")
+        pane.wait_closed(15)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        pane.close()
     result = json.loads((tmp_path / "randsum.results.json").read_text())
-    from jobs.randsum import expected
     assert result["status"] == "ok" and result["result"] == expected(range(40))
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_python_apis_progress_view_in_a_real_terminal():
+    """connect(progress=True) in a terminal: the live view of `console run` while the script runs."""
+    from jobs.randsum import expected
+
+    pane = TmuxPane(f"cd {ROOT} && PYTHONPATH={ROOT} {sys.executable} examples/pool_randsum.py "
+                    f"{ROOT / 'inventory.toml'}", hold=True)
+    try:
+        screen = pane.wait("random integers:", 120)
+        assert "200/200 items" in screen and "1 up" in screen, screen
+        assert any(line.split()[:2] == ["local", "ready"] for line in screen.splitlines()), screen
+        assert f"sum of 20,000,000 random integers: {expected(range(200))}" in screen
+    finally:
+        pane.close()
 
 
 @pytest.mark.sshd
