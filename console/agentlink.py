@@ -186,12 +186,14 @@ class AgentLink:
         self._close_transport()
 
 
-def start_local_agent(python: str, log: Callable[[str], None]) -> AgentLink:
-    """Run the agent bundle here as a child process and connect over its pipes."""
+def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) -> AgentLink:
+    """Run the agent bundle here as a child process and connect over its pipes; `pool` workers start at once
+    (a job follows)."""
     bundle_path, bundle_state = local_bundle()
     try:
         proc = subprocess.Popen(
-            [python, str(bundle_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [python, str(bundle_path)] + (["--pool", str(pool)] if pool else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
         )
     except OSError as exc:

@@ -72,13 +72,15 @@ class Shell:
             return f"& {python} -c {self.quote(PROBE_SCRIPT)}"
         return f'{python} -c "{PROBE_SCRIPT}"'
 
-    def start_command(self, python: str, bundle_path: str) -> str:
-        """Start the agent from its bundle; it speaks on the session's stdin/stdout."""
+    def start_command(self, python: str, bundle_path: str, pool: int = 0) -> str:
+        """Start the agent from its bundle; it speaks on the session's stdin/stdout. `pool` workers start at
+        once (a job follows); none for a probe."""
+        warm = f" --pool {int(pool)}" if pool else ""
         if self.name == "posix":
-            return f"exec {python} {self.quote(bundle_path)}"
+            return f"exec {python} {self.quote(bundle_path)}{warm}"
         if self.name == "powershell":
-            return f"& {python} {self.quote(bundle_path)}"
-        return f"{python} {self.quote(bundle_path)}"
+            return f"& {python} {self.quote(bundle_path)}{warm}"
+        return f"{python} {self.quote(bundle_path)}{warm}"
 
     def stop_command(self, pid: int) -> str:
         """End an agent and its workers that outlived their session (taskkill without /T where it is refused)."""
@@ -212,8 +214,9 @@ def _makedirs(sftp, path: str) -> None:
             sftp.mkdir(current)
 
 
-def launch_ssh(node: Node, session: Progress) -> AgentLink:
-    """Connect, probe, deploy and start the node's agent; the link to it.
+def launch_ssh(node: Node, session: Progress, warm: bool = True) -> AgentLink:
+    """Connect, probe, deploy and start the node's agent; the link to it. `warm` starts its workers at once
+    (a job follows).
 
     `session` gets `set_state(...)` as the node moves on and `log(line)` for the
     agent's stderr (console/cluster.py's NodeSession, or the bootstrap command's recorder).
@@ -225,7 +228,8 @@ def launch_ssh(node: Node, session: Progress) -> AgentLink:
         session.set_state("bootstrapping")
         facts = probe(conn)
         path, uploaded = deploy(conn, facts)
-        channel = conn.start(facts.shell.start_command(facts.shell.quote(facts.python), path))
+        pool = (node.workers or facts.cores) if warm else 0
+        channel = conn.start(facts.shell.start_command(facts.shell.quote(facts.python), path, pool))
     except BaseException:
         conn.close()
         raise

@@ -67,7 +67,7 @@ def _bootstrap_one(node: Node) -> NodeReport:
         else:
             from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
 
-            link = launch_ssh(node, _Recorder())
+            link = launch_ssh(node, _Recorder(), warm=False)
         try:
             info = link.hello()
         finally:

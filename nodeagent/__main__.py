@@ -1,25 +1,42 @@
-"""`python -m nodeagent`: serve the agent's RPyC service on stdin/stdout.
+"""`python -m nodeagent [--pool N]`: serve the agent's RPyC service on stdin/stdout.
 
 The protocol moves to private duplicates of fds 0/1 before anything else runs,
 fd 1 then points at stderr (the agent's log). No socket is opened. The agent
 serves requests on a few threads, so a metrics call is answered while another
 waits for outcomes, and exits when its stdin closes (the session ended).
+
+`--pool N` (the console's node sessions pass it; `console bootstrap` does not)
+starts N workers at once, before rpyc is even imported, so they come up while
+the agent and the console say hello; the first job with N workers takes them.
 """
 
 import os
 import sys
 import threading
 import time
+from typing import Any, List, Optional
 
-import rpyc
-
-from nodeagent.service import AgentService, log
-from nodeagent.stream import claim_stdio
+from nodeagent.pool import ChunkPool
+from nodeagent.stdio import log, take_stdio
 
 SERVING_THREADS = 4
 
 
-def watch_for_silence(service: AgentService) -> None:
+def warm_pool(argv: List[str]) -> Optional[ChunkPool]:
+    """The pool `--pool N` asks for, started now; None without it."""
+    if "--pool" not in argv[:-1]:
+        return None
+    workers = int(argv[argv.index("--pool") + 1])
+    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace)) if workers > 0 else None
+
+
+def _pool_failed(trace: str) -> None:
+    from nodeagent.service import pool_failed
+
+    pool_failed(trace)
+
+
+def watch_for_silence(service: Any) -> None:
     """Exit when the console has said nothing for `service.silence_exit_s`.
 
     The console calls at least once a second while connected; a long silence means it
@@ -36,8 +53,15 @@ def watch_for_silence(service: AgentService) -> None:
 
 def main() -> int:
     """Serve until the console goes away."""
-    stream = claim_stdio()
-    service = AgentService(force_fallback_metrics=os.environ.get("NODEAGENT_NO_PSUTIL") == "1")
+    fds = take_stdio()
+    pool = warm_pool(sys.argv)
+    import rpyc
+
+    from nodeagent.service import AgentService
+    from nodeagent.stream import stream_for
+
+    stream = stream_for(*fds)
+    service = AgentService(force_fallback_metrics=os.environ.get("NODEAGENT_NO_PSUTIL") == "1", warm_pool=pool)
     conn = rpyc.connect_stream(
         stream,
         service=service,
@@ -57,7 +81,7 @@ def main() -> int:
     return 0
 
 
-def serve_until_closed(conn: rpyc.Connection) -> None:
+def serve_until_closed(conn: Any) -> None:
     """One of the serving threads: answer requests until the stream ends.
 
     Like rpyc's serve_threaded, but a thread that finds the stream already closed by

@@ -21,15 +21,10 @@ import rpyc
 from nodeagent.cache import cache_dir, content_hash
 from nodeagent.metrics import Sampler
 from nodeagent.pool import ChunkPool, Task, default_start_method
+from nodeagent.stdio import log
 from nodeagent.wire import PROTOCOL_VERSION, ChunkItems, Collected, JobSettings, MetricsSample, NodeInfo, encode
 
 __all__ = ["AgentService", "describe_node"]
-
-
-def log(message: str) -> None:
-    """One line on the agent's stderr, which the console shows as the node's log."""
-    sys.stderr.write("%s agent[%d]: %s\n" % (time.strftime("%H:%M:%S"), os.getpid(), message))
-    sys.stderr.flush()
 
 
 def pool_failed(trace: str) -> None:
@@ -77,10 +72,12 @@ def describe_node(sampler: Sampler) -> NodeInfo:
 class AgentService(rpyc.Service):
     """What the console may call on the node (no classic mode, nothing else)."""
 
-    def __init__(self, force_fallback_metrics: bool = False) -> None:
+    def __init__(self, force_fallback_metrics: bool = False, warm_pool: Optional[ChunkPool] = None) -> None:
         self._sampler = Sampler(force_fallback=force_fallback_metrics)
         self._sampler_lock = threading.Lock()
         self._pool: Optional[ChunkPool] = None
+        self._warm: Optional[ChunkPool] = warm_pool
+        """Workers started with the agent, for its first job (fresh: no job's code imported yet)."""
         self._job: Optional[JobSettings] = None
         self._paths: tuple = ()
         self._lock = threading.Lock()
@@ -94,9 +91,10 @@ class AgentService(rpyc.Service):
 
     def _close_pool(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+            pools, self._pool, self._warm = (self._pool, self._warm), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.close()
 
     def exposed_hello(self, console_protocol: int, silence_exit_s: float = 60.0) -> bytes:
         """Describe the node; the console refuses the agent when protocols differ."""
@@ -113,8 +111,15 @@ class AgentService(rpyc.Service):
         settings = JobSettings(*pickle.loads(job))
         paths = (store_job_files(settings.files),)
         workers = settings.workers or os.cpu_count() or 1
+        with self._lock:
+            warm, self._warm = self._warm, None
         self._close_pool()
-        pool = ChunkPool(workers, on_failure=pool_failed)
+        if warm is not None and warm.size == workers:
+            pool = warm
+        else:
+            if warm is not None:
+                warm.close()
+            pool = ChunkPool(workers, on_failure=pool_failed)
         with self._lock:
             self._job, self._paths, self._pool = settings, paths, pool
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))

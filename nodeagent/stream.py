@@ -11,28 +11,24 @@ waits on.
 """
 
 import os
-import sys
 import threading
 from typing import Union
 
 from rpyc.core.stream import PipeStream, Stream
+
+from nodeagent.stdio import take_stdio
 from rpyc.lib import Timeout
 
-__all__ = ["claim_stdio"]
+__all__ = ["claim_stdio", "stream_for"]
 
 
 def claim_stdio() -> Stream:
-    """Take the protocol fds, point fd 1 at stderr and fd 0 at the null device."""
-    in_fd = os.dup(0)
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null_fd, 0)
-    os.close(null_fd)
-    os.environ["PYTHONIOENCODING"] = "utf-8:backslashreplace"  # the workers' stdout and stderr
-    for text in (sys.stdout, sys.stderr):
-        if hasattr(text, "reconfigure"):
-            text.reconfigure(encoding="utf-8", errors="backslashreplace")
+    """Take the protocol fds, point fd 1 at stderr and fd 0 at the null device; the protocol's stream."""
+    return stream_for(*take_stdio())
+
+
+def stream_for(in_fd: int, out_fd: int) -> Stream:
+    """The protocol's stream over the fds `take_stdio` returned."""
     if os.name == "nt":
         import msvcrt
 

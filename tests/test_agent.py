@@ -72,6 +72,37 @@ def test_metrics_answer_while_a_batch_runs(link):
     assert sample.mem_total > sample.mem_used > 0
 
 
+def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
+    """--pool 2: the workers run before hello; a 2-worker job keeps them, the next job gets fresh ones (so
+    edited code is read again)."""
+    agent = start_local_agent(sys.executable, lambda line: None, pool=2)
+    try:
+        info = agent.hello()
+
+        def workers():
+            return {p.pid for p in family(info["pid"])[1:] if "spawn_main" in " ".join(p.cmdline())}
+
+        assert _wait(lambda: len(workers()) == 2), "the warm workers did not start"
+        warm = workers()
+        assert agent.start_job(SLOW_SQUARES) == 2
+        assert workers() == warm
+        agent.submit([ChunkItems(0, 1, pickle.dumps([3]))])
+        assert _wait(lambda: agent.collect(0.5).outcomes)
+        assert agent.start_job(SLOW_SQUARES) == 2
+        assert _wait(lambda: len(workers()) == 2 and not warm & workers())
+    finally:
+        agent.close()
+
+
+def _wait(predicate, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_agent_exits_when_its_stdin_closes(link):
     pid = link.hello()["pid"]
     processes = family(pid)

@@ -31,6 +31,8 @@ def test_posix_commands():
     assert sh.start_command("python3", "/home/pi/.cache/cluster-console/agent-ab.zip") == \
         "exec python3 /home/pi/.cache/cluster-console/agent-ab.zip"
     assert sh.start_command("python3", "/home/my pi/a.zip") == "exec python3 '/home/my pi/a.zip'"
+    assert sh.start_command("python3", "/a.zip", 4) == "exec python3 /a.zip --pool 4"
+    assert SHELLS["cmd"].start_command("py", "C:\\a.zip", 2) == 'py "C:\\a.zip" --pool 2'
     assert sh.stop_command(4242) == "kill 4242 2>/dev/null; true"
     assert sh.python_probe("python3") == f'python3 -c "{PROBE_SCRIPT}"'
     assert sh.sftp_path("/home/pi/.cache") == "/home/pi/.cache"

@@ -14,6 +14,7 @@ the job (console/cluster.py), never blaming the node.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import threading
@@ -47,7 +48,7 @@ CLOSE_WAIT_S = 5.0
 def launch_local(node: Node, session: Progress) -> AgentLink:
     """The local node: the agent is a child process of the console."""
     session.set_state("bootstrapping")
-    return start_local_agent(node.python or sys.executable, session.log)
+    return start_local_agent(node.python or sys.executable, session.log, node.workers or os.cpu_count() or 1)
 
 
 class NodeSession(threading.Thread):
