@@ -166,6 +166,10 @@ class AgentLink:
         """CPU, memory and load of the node."""
         return wire.decode_metrics(self._call("metrics"))
 
+    def report_state(self) -> None:
+        """Have the agent write its threads' stacks and its pool's state to its log."""
+        self._call("report_state")
+
     def cancel(self, chunks: Sequence[int]) -> None:
         """Drop these chunks on the agent."""
         self._call("cancel", tuple(chunks))

@@ -130,7 +130,8 @@ class ClusterExecutor(Executor):
         self._finish_lock = threading.Lock()
         spec = _ApiJobSpec(
             path=Path(f"{name} (connect())"), name=name, function=CALLS_FUNCTION, mode="chunk", files=(),
-            chunk_size=None, retries=retries, timeout=chunk_timeout, reduce="list", input=self._calls,  # type: ignore[arg-type]
+            chunk_size=None, retries=retries, timeout=chunk_timeout, reduce="list",
+            input=self._calls,  # type: ignore[arg-type]
             output=None, result_types=tuple(result_types), max_reply_mb=max_reply_mb)  # type: ignore[arg-type]
         self._run: JobRun = cluster.start_stream(spec, self)
         cluster.bootstrap()

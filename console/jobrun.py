@@ -258,7 +258,8 @@ class JobRun:
             chunks_total=_plus(scheduler.chunks_total, self.resumed),
             chunks_queued=scheduler.queued, chunks_in_flight=scheduler.counts["sent"],
             chunks_done=self.journalled_chunks + self.resumed, chunks_failed=scheduler.counts["failed"],
-            elapsed_s=elapsed, items_per_s=rate, eta_s=eta, output_path=str(self.spec.output) if self.spec.output else None,
+            elapsed_s=elapsed, items_per_s=rate, eta_s=eta,
+            output_path=str(self.spec.output) if self.spec.output else None,
             error=self.console_error or None, answer=self.answer, history=tuple(self.history.samples),
         )
 

@@ -33,7 +33,8 @@ from typing import Deque, Dict, Iterable, List, Literal, Optional, Set, Tuple, U
 
 __all__ = [
     "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
-    "Tick", "JobCancelled", "MistakeFound", "ChunkAdded", "InputClosed", "ChunkOrder", "ChunkGivenUp", "SendChunks", "Journal", "Cancel", "JobEnded", "Event",
+    "Tick", "JobCancelled", "MistakeFound", "ChunkAdded", "InputClosed", "ChunkOrder", "ChunkGivenUp",
+    "SendChunks", "Journal", "Cancel", "JobEnded", "Event",
     "Instruction", "Scheduler", "InvalidTransition", "Failure", "NodeTally", "Attempt",
 ]
 

@@ -22,7 +22,8 @@ OUTCOME_COLOURS = {
     "timeout": "#ff7f0e", "died": "#9467bd", "lost": "#7f7f7f", "cancelled": "#c7c7c7",
 }
 """Bar colour per attempt outcome."""
-INSTALL = 'console timeline draws with matplotlib, an optional extra: pip install -e ".[plot]" (or pip install matplotlib).'
+INSTALL = ('console timeline draws with matplotlib, an optional extra: pip install -e ".[plot]" '
+           '(or pip install matplotlib).')
 
 
 def lanes(attempts: List[Dict[str, Any]]) -> List[str]:

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from nodeagent.pool import ChunkPool
 from nodeagent.stdio import log, take_stdio
@@ -22,12 +22,16 @@ from nodeagent.stdio import log, take_stdio
 SERVING_THREADS = 4
 
 
-def warm_pool(argv: List[str]) -> Optional[ChunkPool]:
-    """The pool `--pool N` asks for, started now; None without it."""
+def warm_pool(argv: List[str], protocol_fds: Tuple[int, int]) -> Optional[ChunkPool]:
+    """The pool `--pool N` asks for, started now (forked on Linux: this process has no thread yet); None
+    without it."""
     if "--pool" not in argv[:-1]:
         return None
     workers = int(argv[argv.index("--pool") + 1])
-    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace)) if workers > 0 else None
+    if workers < 1:
+        return None
+    fork_first = protocol_fds if sys.platform.startswith("linux") else ()
+    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace), fork_first=fork_first)
 
 
 def _pool_failed(trace: str) -> None:
@@ -54,7 +58,7 @@ def watch_for_silence(service: Any) -> None:
 def main() -> int:
     """Serve until the console goes away."""
     fds = take_stdio()
-    pool = warm_pool(sys.argv)
+    pool = warm_pool(sys.argv, fds)
     import rpyc
 
     from nodeagent.service import AgentService

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
 from nodeagent.wire import ChunkOutcome
 from nodeagent.worker import worker_main
@@ -45,7 +45,8 @@ class Task(NamedTuple):
 def default_start_method() -> str:
     """spawn everywhere: Windows has nothing else, fork would hand the workers the
     agent's protocol fds and locks held by its threads, and forkserver listens on a
-    unix socket, while the agent must open none."""
+    unix socket, while the agent must open none. (A warm pool forks its first workers
+    on Linux, before the agent has a thread: see ChunkPool's `fork_first`.)"""
     return "spawn"
 
 
@@ -68,9 +69,13 @@ class ChunkPool:
     """A fixed number of worker processes fed from one queue of tasks."""
 
     def __init__(self, workers: int, start_method: Optional[str] = None,
-                 on_failure: Optional[Callable[[str], None]] = None) -> None:
+                 on_failure: Optional[Callable[[str], None]] = None, fork_first: Sequence[int] = ()) -> None:
         """`on_failure(traceback)` is called if the manager thread itself fails (a bug of ours):
-        the agent exits on it, so the console sees a lost node instead of chunks that never end."""
+        the agent exits on it, so the console sees a lost node instead of chunks that never end.
+
+        `fork_first` (the agent's protocol fds) forks the first workers instead of spawning them, each
+        closing those fds at once: only for a warm pool on Linux, made before the agent has a thread, a
+        socket or a job's code; the workers that replace them later are spawned."""
         self.size = workers
         self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
@@ -81,7 +86,8 @@ class ChunkPool:
         self._outcomes: List[ChunkOutcome] = []
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        self._workers: List[_Worker] = [self._start_worker(slot) for slot in range(workers)]
+        first = multiprocessing.get_context("fork") if fork_first else self._ctx
+        self._workers: List[_Worker] = [self._start_worker(slot, first, tuple(fork_first)) for slot in range(workers)]
         self.replaced = 0
         self._thread = threading.Thread(target=self._manage, name="pool-manager", daemon=True)
         self._thread.start()
@@ -116,6 +122,16 @@ class ChunkPool:
         """Tasks waiting for a worker."""
         return len(self._pending)
 
+    def describe(self) -> str:
+        """One line on the pool's state, for the log of an agent taken for stuck."""
+        with self._lock:
+            workers = ", ".join("%d: pid %s %s%s" % (
+                w.slot, w.process.pid, "alive" if w.process.is_alive() else "dead",
+                " running chunk %d for %.0f s" % (w.task.chunk, time.monotonic() - w.started) if w.task else " idle")
+                for w in self._workers)
+            return "manager %s, %d queued, %d outcomes unsent; workers %s" % (
+                "alive" if self._thread.is_alive() else "DEAD", len(self._pending), len(self._outcomes), workers)
+
     def close(self) -> None:
         """Kill every worker and stop the manager thread."""
         self._closed = True
@@ -132,11 +148,12 @@ class ChunkPool:
         except OSError:
             pass
 
-    def _start_worker(self, slot: int) -> _Worker:
+    def _start_worker(self, slot: int, ctx: Any = None, close_fds: Tuple[int, ...] = ()) -> _Worker:
+        ctx = ctx or self._ctx
         # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
-        task_r, task_w = self._ctx.Pipe(duplex=False)
-        reply_r, reply_w = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
+        task_r, task_w = ctx.Pipe(duplex=False)
+        reply_r, reply_w = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=worker_main, args=(task_r, reply_w, close_fds), daemon=True)
         process.start()
         task_r.close()
         reply_w.close()

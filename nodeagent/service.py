@@ -6,6 +6,7 @@ crosses as a netref. One call carries a batch of chunks, one reply many
 outcomes. Called by the console's node session (console/cluster.py).
 """
 
+import faulthandler
 import os
 import pickle
 import shutil
@@ -172,6 +173,15 @@ class AgentService(rpyc.Service):
         pool = self._pool
         if pool is not None:
             pool.cancel(tuple(chunks))
+
+    def exposed_report_state(self) -> None:
+        """Write every thread's stack and the pool's state to the log: the console asks when it takes the
+        agent for stuck, so the node's log tells why."""
+        self.last_call = time.monotonic()
+        pool = self._pool
+        log("state asked for: pool %s" % (pool.describe() if pool is not None else "none"))
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
 
     def exposed_shutdown(self) -> None:
         """Stop the pool; the process exits when the console closes the stream."""

@@ -146,8 +146,14 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
         return "error", describe_error(exc), error, _job_traceback(exc), time.perf_counter() - started
 
 
-def worker_main(inbox: Any, outbox: Any) -> None:
-    """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process."""
+def worker_main(inbox: Any, outbox: Any, close_fds: Sequence[int] = ()) -> None:
+    """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process.
+    A forked worker first closes the agent's protocol fds (`close_fds`) it inherited."""
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     _die_with_parent()
     while True:
         try:

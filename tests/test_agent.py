@@ -73,17 +73,21 @@ def test_metrics_answer_while_a_batch_runs(link):
 
 
 def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
-    """--pool 2: the workers run before hello; a 2-worker job keeps them, the next job gets fresh ones (so
-    edited code is read again)."""
+    """--pool 2: the workers run before hello (forked on Linux, the agent having no thread yet); a 2-worker job
+    keeps them, the next job gets fresh ones (spawned, so edited code is read again)."""
     agent = start_local_agent(sys.executable, lambda line: None, pool=2)
     try:
         info = agent.hello()
 
-        def workers():
-            return {p.pid for p in family(info["pid"])[1:] if "spawn_main" in " ".join(p.cmdline())}
+        def workers():  # forked (Linux) or spawned; not multiprocessing's resource tracker
+            return {p.pid for p in family(info["pid"])[1:] if "resource_tracker" not in " ".join(p.cmdline())}
 
         assert _wait(lambda: len(workers()) == 2), "the warm workers did not start"
         warm = workers()
+        protocol = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (agent._stream.incoming, agent._stream.outgoing)}
+        for pid in warm:
+            held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            assert not held & protocol, f"worker {pid} holds the agent's protocol pipes"
         assert agent.start_job(SLOW_SQUARES) == 2
         assert workers() == warm
         agent.submit([ChunkItems(0, 1, pickle.dumps([3]))])

@@ -70,4 +70,5 @@ def test_shutdown_with_cancel_futures_leaves_no_agent_on_the_nodes(net_cluster_3
     assert all(f.cancelled() or f.exception(timeout=0) is not None for f in running)
     for node in ("node1", "node2", "node3"):
         ref = net_cluster_3.node(node)
-        assert wait_for(lambda: not agent_pids(net_cluster_3, ref), 15), f"{node} still runs {agent_pids(net_cluster_3, ref)}"
+        assert wait_for(lambda: not agent_pids(net_cluster_3, ref), 15), \
+            f"{node} still runs {agent_pids(net_cluster_3, ref)}"

@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import results, run_console, write_job
+from helpers import results, run_console, wait_for, write_job
+from console.backends.agents import STUCK_GRACE_S
+from console.cluster import Cluster
+from console.inventory import Node
+from console.jobspec import load_job
 from hostile_agent import exploit
 from nodeagent.wire import ValueDecoder, WireError, decode_collected
 
@@ -157,3 +161,26 @@ def test_every_crafted_payload_is_live_yet_the_decoders_refuse_it(tmp_path, monk
         assert marker.exists(), f"the {how} payload is not live"
         marker.unlink()
         sys.modules.pop("hostile_import_marker", None)
+
+
+def test_a_wedged_agent_is_reconnected_once_its_chunks_are_far_past_their_timeout(tmp_path, monkeypatch):
+    """The node answers every call but its chunks never end (its pool is stuck): past twice the chunk timeout
+    (plus a grace) the console takes its agent for stuck, reconnects it, and its chunks go back to the queue."""
+    job, _, env, _ = setup(tmp_path, "wedged")
+    job.write_text(job.read_text().replace("timeout = 30", "timeout = 1"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    wrapper = tmp_path / "evil-python"
+    cluster = Cluster([Node("evil", transport="local", workers=1, python=str(wrapper))])
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        first = cluster.sessions["evil"]
+        assert wait_for(lambda: cluster.sessions["evil"] is not first, 2 * 1 + STUCK_GRACE_S + 20), \
+            list(first.log_lines)
+        assert any("no outcome for" in line and "its agent is stuck; reconnecting" in line
+                   for line in first.log_lines)
+        assert any("state asked for: pool manager alive" in line for line in first.log_lines), list(first.log_lines)
+        assert any(a.outcome == "lost" and a.node == "evil" for a in cluster.job.scheduler.attempts)
+    finally:
+        cluster.close()

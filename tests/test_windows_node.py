@@ -122,7 +122,8 @@ def test_the_python_api_on_a_windows_node(cluster, tmp_path):
         with pytest.raises(OddItem):
             executor.submit(reject_odd, 1).result(timeout=120)
         if sys.version_info[:2] != (3, 13):
-            with pytest.raises(RuntimeError, match=r"shipped by value from Python 3\.\d+ and this node runs Python 3\.13"):
+            with pytest.raises(RuntimeError,
+                               match=r"shipped by value from Python 3\.\d+ and this node runs Python 3\.13"):
                 executor.submit(lambda: 1).result(timeout=120)
 
 
@@ -215,8 +216,12 @@ def test_a_jobs_prints_go_to_the_windows_nodes_log(cluster, tmp_path):
         run = live.start_job(load_job(job))
         live.bootstrap()
         session = live.sessions["node2"]
-        assert live.wait_job(120) == "ok", (session.state, session.error, list(session.log_lines)[-30:],
-                                            live.snapshot().job)
+        status = live.wait_job(180)
+        if status != "ok":
+            sessions = {id(s): s for s in (session, live.sessions["node2"])}.values()
+            logs = [line for s in sessions for line in s.log_lines]
+            pytest.fail(f"the job is {status}; node2 is {session.state} ({session.error}); its log:\n"
+                        + "\n".join(logs) + f"\n{live.snapshot().job}")
         log = list(session.log_lines)
     finally:
         live.close()

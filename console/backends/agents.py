@@ -42,6 +42,9 @@ RECONNECT_ATTEMPTS = 3
 COLLECT_WAIT_S = 0.2
 METRICS_EVERY_S = 1.0
 CLOSE_WAIT_S = 5.0
+STUCK_GRACE_S = 15.0
+"""Past twice the chunk timeout, how much longer a held chunk may go without an outcome before its node's
+agent is taken for stuck."""
 """How long closing waits for the sessions in all; an agent left behind exits on its own."""
 
 
@@ -72,6 +75,8 @@ class NodeSession(threading.Thread):
         """The operator drained this node: it gets no new chunks, even after a reconnect."""
         self.rate = RateMeter()
         self.stopping = threading.Event()
+        self.stop_reason = "stopped"
+        """What the scheduler is told when the session stops on request."""
         self._link: Optional[AgentLink] = None
         self._generation = -1
         self._files_sent = 0
@@ -91,8 +96,19 @@ class NodeSession(threading.Thread):
         """Keep one line of the agent's log (its stderr) or of our own notes."""
         self.log_lines.append(line)
 
-    def stop(self) -> None:
+    def report_state(self) -> None:
+        """Ask the agent to log its threads and pool (best effort: it may be past answering)."""
+        link = self._link
+        if link is not None:
+            try:
+                link.report_state()
+                time.sleep(0.5)  # let its log lines arrive before the link closes
+            except Exception as exc:  # a stuck agent may not answer: that is worth a line too
+                self.log(f"the agent did not report its state: {type(exc).__name__}: {exc}")
+
+    def stop(self, reason: str = "stopped") -> None:
         """Ask the thread to end and the agent to exit."""
+        self.stop_reason = reason
         self.stopping.set()
 
     # -- the thread ------------------------------------------------------------------
@@ -129,7 +145,7 @@ class NodeSession(threading.Thread):
                 self._drop("stopped: the console failed")
                 self.set_state("pending")
                 return
-        self._drop("stopped")
+        self._drop(self.stop_reason)
         self.set_state("pending")
 
     def _drop(self, reason: str, graceful: bool = True) -> None:
@@ -254,6 +270,8 @@ class AgentBackend:
         self.nodes = tuple(nodes)
         self.sessions: Dict[str, NodeSession] = {}
         self.wake: Dict[str, threading.Event] = {n.name: threading.Event() for n in self.nodes}
+        self._unsticking: Set[str] = set()
+        """Nodes being reconnected because their agent is stuck (until their new session starts)."""
         self.cluster: Optional["Cluster"] = None
         self._closed = threading.Event()
 
@@ -302,9 +320,28 @@ class AgentBackend:
             event.set()
 
     def tick(self, now: float, job: Optional[JobRun]) -> None:
-        """Update the nodes' throughput meters (under the cluster lock)."""
+        """Update the nodes' throughput meters, and reconnect a node whose agent is stuck (under the cluster
+        lock)."""
         for session in self.sessions.values():
             session.rate.update(now, job.journalled_by_node.get(session.node.name, (0, 0))[1] if job else 0)
+        if job is not None and job.running:
+            self._unstick(now, job)
+
+    def _unstick(self, now: float, job: JobRun) -> None:
+        """A chunk waits at most one chunk timeout in the agent's queue and runs at most one more, the agent
+        killing it then: a chunk held far past that means the agent itself is wedged (its pool stopped, its
+        machine swapping), so the node is reconnected and its chunks go back to the queue."""
+        limit = 2 * job.spec.timeout + STUCK_GRACE_S
+        for name, tally in job.scheduler.nodes.items():
+            if not tally.alive or not tally.held or name in self._unsticking or name not in self.sessions:
+                continue
+            oldest = min(job.scheduler.chunks[c].holders.get(name, now) for c in tally.held)
+            if now - oldest > limit:
+                self._unsticking.add(name)
+                reason = (f"{name}: no outcome for {now - oldest:.0f} s, past twice the chunk timeout of "
+                          f"{job.spec.timeout:g} s: its agent is stuck; reconnecting")
+                self.sessions[name].log(reason)
+                self._start_session(self.sessions[name].node, reason)
 
     def all_failed(self) -> bool:
         """Every node failed for good: no job can finish."""
@@ -329,18 +366,20 @@ class AgentBackend:
         for session in sessions:
             session.join(max(deadline - time.monotonic(), 0.1))
 
-    def _start_session(self, node: Node) -> None:
-        """Start the node's session; an existing one is stopped first, off the caller's thread
-        (the dashboard calls this and must not wait for a session to wind down)."""
+    def _start_session(self, node: Node, reason: str = "stopped") -> None:
+        """Start the node's session; an existing one is stopped first (telling the scheduler `reason`), off the
+        caller's thread (the dashboard calls this and must not wait for a session to wind down)."""
         old = self.sessions.get(node.name)
         if old is None:
             self._register(NodeSession(self, node))
             return
-        threading.Thread(target=self._replace_session, args=(old,), name=f"restart-{node.name}",
+        threading.Thread(target=self._replace_session, args=(old, reason), name=f"restart-{node.name}",
                          daemon=True).start()
 
-    def _replace_session(self, old: NodeSession) -> None:
-        old.stop()
+    def _replace_session(self, old: NodeSession, reason: str) -> None:
+        if old.node.name in self._unsticking:
+            old.report_state()
+        old.stop(reason)
         self.wake[old.node.name].set()
         old.join(CLOSE_WAIT_S * 2)
         if not self._closed.is_set():
@@ -350,6 +389,7 @@ class AgentBackend:
         assert self.cluster is not None, "attach the backend to a cluster first"
         with self.cluster.lock:
             self.sessions[session.node.name] = session
+            self._unsticking.discard(session.node.name)
         session.start()
 
     def _node_snapshot(self, node: Node, job: Optional[JobRun]) -> NodeSnapshot:

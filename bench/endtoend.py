@@ -1,0 +1,169 @@
+"""`console run` against a script calling multiprocessing.Pool(2).map: whole processes, same work, interleaved.
+
+Each case runs both sides as fresh processes, timed from outside (interpreter
+start to exit), alternating over repetitions; the process tree's peak memory
+(the sum of its processes' RSS, sampled every 10 ms) is recorded too. Prints
+the median ratio pool_time / console_time with its min and max (1.0: as fast
+as Pool), the median difference in seconds, and the median peak memories.
+
+- tasks: 120 items of ~50 ms, chunk_size 1 (Pool.map's default chunksize);
+- two: a two-item job, the fixed cost of starting up and shutting down;
+- trivial: 5,000,000 trivial items, chunk_size "auto" (Pool.map's default chunksize);
+- ssh: the tasks case on one warm SSH node in a network namespace (root, sshd; the node shares this
+  machine's cores), against the same Pool.
+
+For the console it also reads the time to the first result from the results file's attempts.
+
+    python3 bench/endtoend.py [--reps 5] [--trivial 5000000] [--cases tasks,two,trivial,ssh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+WORKERS = 2
+POOL = """
+import sys
+sys.path.insert(0, {here!r})
+from burn import spin, square
+fn, items = {work}
+if __name__ == "__main__":
+    import multiprocessing
+    with multiprocessing.Pool({workers}) as pool:
+        print(sum(pool.map(fn, items)))
+"""
+
+
+def run_measured(argv: List[str]) -> Tuple[float, int]:
+    """(seconds, peak RSS bytes of the whole process tree) of one run."""
+    peak = 0
+    started = time.perf_counter()
+    proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                tree = [proc] + proc.children(recursive=True)
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            done.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate(timeout=900)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{stderr.decode(errors='replace')}")
+    return seconds, peak
+
+
+def job_file(directory: Path, name: str, function: str, items: str, chunk_size: str) -> Path:
+    path = directory / f"{name}.toml"
+    path.write_text(f'[job]\nname = "{name}"\nfunction = "{function}"\nfiles = ["{HERE / "burn.py"}"]\n'
+                    f'chunk_size = {chunk_size}\nreduce = "sum"\n[input]\n{items}\n'
+                    f'[output]\npath = "{directory / (name + ".json")}"\n')
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--trivial", type=int, default=5_000_000)
+    parser.add_argument("--cases", default="tasks,two,trivial")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        run_cases(args, stack)
+
+
+def ssh_inventory(work: Path, stack: contextlib.ExitStack) -> Path:
+    """One sshd node in a namespace of its own, warm: `console bootstrap` has cached its bundle."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import netcluster
+
+    reason = netcluster.skip_reason()
+    if reason:
+        raise SystemExit(f"the ssh case needs namespace nodes: {reason}")
+    cluster = stack.enter_context(netcluster.net_cluster(work / "ns", n=1))
+    inventory = cluster.write_inventory(work / "ssh.toml", overrides={"node1": {"workers": WORKERS}})
+    subprocess.run([sys.executable, "-m", "console.cli", "bootstrap", "--inventory", str(inventory)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return inventory
+
+
+def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    from record import record
+    from throughput import steps_for
+
+    work = Path(tempfile.mkdtemp(prefix="bench-endtoend-"))
+    inventory = work / "inventory.toml"
+    inventory.write_text(f'[[node]]\nname = "local"\ntransport = "local"\nworkers = {WORKERS}\n')
+    steps = steps_for(50)
+    cases = {
+        "tasks": (job_file(work, "tasks", "burn:spin", f"items = {[steps] * 120}", "1"),
+                  f"(spin, [{steps}] * 120)"),
+        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4])"),
+        "trivial": (job_file(work, "trivial", "burn:square", f"range = [0, {args.trivial}]", '"auto"'),
+                    f"(square, range({args.trivial}))"),
+    }
+    if "ssh" in args.cases.split(","):
+        cases["ssh"] = cases["tasks"]
+    chosen = [c for c in args.cases.split(",") if c in cases]
+    inventories = {case: ssh_inventory(work, stack) if case == "ssh" else inventory for case in chosen}
+    figures: Dict[str, Dict[str, list]] = {c: {"pool": [], "console": [], "pool_mem": [], "console_mem": [],
+                                               "first": []} for c in chosen}
+    print(f"whole processes, {WORKERS} workers, {args.reps} interleaved repetitions; cases: {', '.join(chosen)}")
+    for rep in range(args.reps):
+        for case in chosen:
+            job, work_expr = cases[case]
+            script = work / f"pool_{case}.py"
+            script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
+            pool, pool_mem = run_measured([sys.executable, str(script)])
+            console, console_mem = run_measured([sys.executable, "-m", "console.cli", "run", str(job),
+                                                 "--inventory", str(inventories[case])])
+            attempts = json.loads(job.with_suffix(".json").read_text())["attempts"]
+            first = min(a["end_s"] for a in attempts if a["outcome"] == "done")
+            for key, value in (("pool", pool), ("console", console), ("pool_mem", pool_mem),
+                               ("console_mem", console_mem), ("first", first)):
+                figures[case][key].append(value)
+            print(f"  rep {rep + 1} {case}: Pool {pool:.3f}s {pool_mem / 2**20:.0f} MB; "
+                  f"console {console:.3f}s {console_mem / 2**20:.0f} MB, first result {first:.3f}s into the job")
+    summary = {}
+    for case in chosen:
+        f = figures[case]
+        ratios = [p / c for p, c in zip(f["pool"], f["console"])]
+        gaps = [c - p for p, c in zip(f["pool"], f["console"])]
+        summary[case] = {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                         "gap_s": statistics.median(gaps), "pool_s": statistics.median(f["pool"]),
+                         "pool_mb": statistics.median(f["pool_mem"]) / 2**20,
+                         "console_mb": statistics.median(f["console_mem"]) / 2**20,
+                         "first_result_s": statistics.median(f["first"])}
+        print(f"{case}: Pool/console median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
+              f"{max(ratios):.3f}); console - Pool median {statistics.median(gaps):+.3f} s; Pool "
+              f"{statistics.median(f['pool']):.3f} s; peak memory Pool {statistics.median(f['pool_mem']) / 2**20:.0f}"
+              f" MB, console {statistics.median(f['console_mem']) / 2**20:.0f} MB; first result "
+              f"{statistics.median(f['first']):.3f} s into the job")
+    record("endtoend", summary)
+
+
+if __name__ == "__main__":
+    main()
