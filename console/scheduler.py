@@ -350,8 +350,14 @@ class Scheduler:
         self._auto_size = 1
         self._hungry: Dict[str, None] = {}
         """Nodes that may have free credit, in the order they freed it (a dict as an ordered set)."""
+        self._idle: Dict[str, None] = {}
+        """Nodes with free credit and nothing to take: looked at again when work comes back (a requeued or
+        added chunk) or time passes (a Tick: the tail may have grown slow), not on every event."""
         self._sent: Set[int] = set()
         """Chunks in state "sent"."""
+        self._tail: Dict[int, float] = {}
+        """Sent chunks with one copy out, with since when, oldest first: what the tail may copy (read from the
+        oldest, only as far as it is slow, so a tail costs the same with 3 nodes as with 10,000)."""
         self._skip_done()
 
     # -- the one entry point --------------------------------------------------------
@@ -465,9 +471,17 @@ class Scheduler:
         else:
             self._transition(chunk, "queued", "ChunkFailed", ev.node, ev.t)
             self.queue.appendleft(chunk.id)
+            self._wake_idle()
 
     def _on_Tick(self, ev: Tick, out: List[Instruction]) -> None:
-        """Nothing to change; `handle` dispatches (and re-runs the tail) after every event."""
+        """Idle nodes are offered work again (the tail may have grown slow); `handle` dispatches after it."""
+        self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        """Offer work to the idle nodes again, first: they have waited longest."""
+        if self._idle:
+            self._idle.update(self._hungry)
+            self._hungry, self._idle = self._idle, {}
 
     def _on_ChunkAdded(self, ev: ChunkAdded, out: List[Instruction]) -> None:
         if not self.streaming or self._created_all:
@@ -479,6 +493,7 @@ class Scheduler:
         self.queue.append(chunk.id)
         self.total_items += ev.count
         self._cursor = self.total_items
+        self._wake_idle()
 
     def _on_InputClosed(self, ev: InputClosed, out: List[Instruction]) -> None:
         self._created_all = True
@@ -520,6 +535,7 @@ class Scheduler:
             if chunk.state == "sent" and not chunk.holders:
                 self._transition(chunk, "queued", "NodeLost", tally.name, t)
                 self.queue.appendleft(chunk_id)
+                self._wake_idle()
             elif chunk.state == "sent":
                 self._transition(chunk, "sent", "NodeLost", tally.name, t)
         tally.held.clear()
@@ -535,10 +551,15 @@ class Scheduler:
         self.counts[start] -= 1
         self.counts[finish] += 1
         chunk.state = finish
-        if finish == "sent":
-            self._sent.add(chunk.id)
-        else:
+        if finish != "sent":
             self._sent.discard(chunk.id)
+            self._tail.pop(chunk.id, None)
+            return
+        self._sent.add(chunk.id)
+        if len(chunk.holders) == 1:
+            self._tail.setdefault(chunk.id, t)
+        else:
+            self._tail.pop(chunk.id, None)
 
     def _attempt(self, chunk: Chunk, node: str, worker: str, start: float, end: float, outcome: str) -> None:
         if len(self.attempts) < self.max_attempts:
@@ -597,7 +618,6 @@ class Scheduler:
     def _dispatch(self, now: float, out: List[Instruction]) -> None:
         """Fill the credit of the nodes that freed some; only they are looked at, so an event
         costs the same with 3 nodes as with 300."""
-        tail: Optional[List[Chunk]] = None
         for name in list(self._hungry):
             tally = self.nodes[name]
             credit = tally.credit
@@ -611,11 +631,10 @@ class Scheduler:
                 credit -= 1
             self.queue.extendleft(reversed(skipped))
             if credit > 0 and not self.queue and self._cursor >= self.total_items:
-                if tail is None:
-                    tail = self._slow_chunks(now)
-                credit -= self._rerun_tail(tally, credit, now, orders, tail)
-            if credit == 0:
-                del self._hungry[name]
+                credit -= self._rerun_tail(tally, credit, now, orders)
+            del self._hungry[name]
+            if credit > 0:
+                self._idle[name] = None
             if orders:
                 out.append(SendChunks(tally.name, tuple(orders)))
 
@@ -642,24 +661,20 @@ class Scheduler:
         tally.held.discard(chunk_id)
         self._hungry[tally.name] = None
 
-    def _slow_chunks(self, now: float) -> List[Chunk]:
-        """Chunks out with one copy for much longer than usual, oldest first."""
+    def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder]) -> int:
+        """Give the node copies of chunks out with one copy for much longer than usual, oldest first, that it
+        has not held or failed; how many it took."""
         if not self._chunk_seconds:
-            return []
-        usual = sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2]
-        slow = [
-            chunk for chunk in (self.chunks[i] for i in self._sent)
-            if len(chunk.holders) == 1 and now - min(chunk.holders.values()) > max(2 * usual, 0.5)
-        ]
-        slow.sort(key=lambda chunk: min(chunk.holders.values()))
-        return slow
-
-    def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder],
-                    slow: List[Chunk]) -> int:
-        """Give the node copies of slow chunks it has not held or failed; how many it took."""
-        taken = [c for c in slow if tally.name not in c.holders and tally.name not in c.failed_on][:credit]
+            return 0
+        slow_after = max(2 * sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2], 0.5)
+        taken: List[Chunk] = []
+        for chunk_id, since in self._tail.items():
+            if now - since <= slow_after or len(taken) == credit:
+                break
+            chunk = self.chunks[chunk_id]
+            if tally.name not in chunk.holders and tally.name not in chunk.failed_on:
+                taken.append(chunk)
         for chunk in taken:
-            slow.remove(chunk)
             self._send(chunk, tally, now, orders)
         return len(taken)
 
@@ -709,10 +724,12 @@ class Scheduler:
         assert sorted(self.queue) == sorted(c.id for c in self.chunks.values() if c.state == "queued"), \
             "queue does not match the queued chunks"
         assert self._sent == {c.id for c in self.chunks.values() if c.state == "sent"}, "sent set is stale"
+        assert set(self._tail) == {c.id for c in self.chunks.values() if c.state == "sent" and len(c.holders) == 1}, \
+            "tail candidates are stale"
         for tally in self.nodes.values():
             assert 0 <= len(tally.held) <= tally.capacity, f"{tally.name} holds {len(tally.held)} chunks"
-            assert tally.credit == 0 or tally.name in self._hungry or self.status != "running", \
-                f"{tally.name} has credit {tally.credit} but is not offered work"
+            assert tally.credit == 0 or tally.name in self._hungry or tally.name in self._idle \
+                or self.status != "running", f"{tally.name} has credit {tally.credit} but is not offered work"
             assert tally.alive or not tally.held, f"lost node {tally.name} still holds chunks"
         done_items = sum(c.count for c in self.chunks.values() if c.state == "done")
         assert done_items == self.items_done, f"items_done {self.items_done} != {done_items}"

@@ -79,13 +79,18 @@ def run_chunk(fn_ref: str, mode: str, combine: str, items: List[Any]) -> Any:
         except TypeError:  # an unhashable item
             raise JobMistake('reduce = "dict" collects {item: value}, but item %r cannot be a dict key; use '
                              'reduce = "list"' % (next(i for i in items if not isinstance(i, Hashable)),)) from None
-    for item, result in zip(items, results):
-        _check(fn_ref, combine, result, "item %r" % (item,))
     if combine == "sum":
-        return sum(results)
+        try:
+            return sum(results)
+        except TypeError:  # find the value that is not a number, to say so; the sum is the fast path
+            for item, result in zip(items, results):
+                _check(fn_ref, combine, result, "item %r" % (item,))
+            raise
     if combine == "merge":
         merged: Dict[Any, Any] = {}
-        for part in results:
+        for item, part in zip(items, results):
+            if type(part) is not dict:
+                _check(fn_ref, combine, part, "item %r" % (item,))
             merged.update(part)
         return merged
     return results
