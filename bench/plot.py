@@ -40,7 +40,7 @@ def main() -> None:
     ratios.set_ylabel("Pool time / console time (1 = as fast)")
     ratios.set_title("console run vs multiprocessing.Pool(2), whole process")
     scale = results.get("scale", {})
-    sizes = sorted(scale, key=int)
+    sizes = sorted((s for s in scale if s.isdigit()), key=int)
     scaling.plot([int(s) for s in sizes], [scale[s]["chunks_per_s"] for s in sizes], marker="o", color="#2e8b57",
                  label="chunks dispatched / s")
     scaling.set_xlabel("local agents (1 worker each)")

@@ -11,7 +11,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def record(name: str, figures: Dict[str, Any]) -> None:
-    """Replace `name`'s entry with these figures (and when they were taken)."""
+    """Update `name`'s entry with these figures (a run of some cases keeps the others), and when."""
     everything = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    everything[name] = {"taken": time.strftime("%Y-%m-%d %H:%M"), **figures}
+    everything[name] = {**everything.get(name, {}), **figures, "taken": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.write_text(json.dumps(everything, indent=1) + "\n")

@@ -22,8 +22,8 @@ from rpyc.core.channel import Channel
 from rpyc.core.stream import PipeStream, Stream
 from rpyc.utils.factory import connect_channel
 
-from console.bundle import local_bundle
 from console.errors import NodeError
+from console.localagent import launch
 from nodeagent import wire
 from nodeagent.wire import ChunkItems, Collected, JobSettings, MetricsSample, WireError
 
@@ -191,17 +191,9 @@ class AgentLink:
 
 
 def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) -> AgentLink:
-    """Run the agent bundle here as a child process and connect over its pipes; `pool` workers start at once
-    (a job follows)."""
-    bundle_path, bundle_state = local_bundle()
-    try:
-        proc = subprocess.Popen(
-            [python, str(bundle_path)] + (["--pool", str(pool)] if pool else []),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-        )
-    except OSError as exc:
-        raise NodeError(f"cannot start the local agent with {python!r}: {exc.strerror or exc}.") from None
+    """Run the agent bundle here as a child process (or adopt the one `console run` started early) and
+    connect over its pipes; `pool` workers start at once (a job follows)."""
+    proc, bundle_state = launch(python, pool)
     pump_lines(proc.stderr, log)
 
     def close() -> None:

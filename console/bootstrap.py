@@ -181,8 +181,8 @@ def deploy(conn: NodeConnection, facts: NodeFacts, upload: bool = True) -> Tuple
     sftp = conn.sftp()
     try:
         try:
-            if sftp.stat(remote).st_size == len(data):
-                return native, False
+            sftp.stat(remote)  # named by its sources' hash, and only ever renamed into place whole
+            return native, False
         except OSError:
             pass
         if not upload:

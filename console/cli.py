@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -152,11 +153,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
+    inventory = load_inventory(args.inventory or default_inventory())
+    if not (args.engine or inventory.engine):
+        from console.localagent import start_early
+
+        for node in inventory.nodes:  # their agents start while the rest of the console is imported
+            if node.transport == "local":
+                start_early(node.python or sys.executable, node.workers or os.cpu_count() or 1)
     from console.cluster import NO_USABLE_NODE, open_cluster
     from console.headless import render_summary, watch
     from console.jobspec import load_job
 
-    inventory = load_inventory(args.inventory or default_inventory())
     spec = load_job(args.job, args.output)
     shown = Console(stderr=args.json)
     cluster = open_cluster(inventory, args.engine)

@@ -119,13 +119,10 @@ def _die_with_parent() -> None:
         pass
 
 
-_AGENT_CODE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def _job_traceback(exc: BaseException) -> str:
     """The traceback from the job's own code on: the agent's frames above it tell the operator nothing."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_AGENT_CODE):
+    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("nodeagent."):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 

@@ -4,14 +4,16 @@ Parsing is pure, so most cases are checked on `load_job` / `load_inventory`;
 each kind is also run once through the real CLI for the exit status.
 """
 
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from console.errors import InventoryError, JobFileError
 from console.inventory import load_inventory
 from console.jobspec import load_job
-from helpers import run_console
+from helpers import run_console, wait_for
 
 GOOD_JOB = """\
 [job]
@@ -149,3 +151,22 @@ def test_an_inventory_may_name_a_dask_engine_instead_of_nodes(tmp_path):
     path.write_text('[engine]\nray = "x"\n')
     with pytest.raises(Exception, match=r"\[engine\] takes one key, dask ="):
         load_inventory(path)
+
+
+def test_an_agent_started_early_does_not_outlive_a_bad_job_file(tmp_path):
+    """`console run` starts the local agent before it reads the job file: a bad one still leaves no agent."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[job]\nfunction = "nope"\n[input]\nitems = [1]\n')
+    started = time.time()
+    proc = run_console("run", str(bad))
+    assert proc.returncode == 2
+
+    def orphans():
+        found = []
+        for p in psutil.process_iter(["cmdline", "create_time", "ppid"]):
+            cmdline = " ".join(p.info["cmdline"] or [])
+            if "cluster-console/agent-" in cmdline and p.info["create_time"] >= started - 1 and p.info["ppid"] == 1:
+                found.append(p)
+        return found
+
+    assert wait_for(lambda: not orphans(), 10), orphans()

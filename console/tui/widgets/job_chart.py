@@ -32,11 +32,11 @@ def chart_lines(history: Tuple[Tuple[float, float, Optional[float]], ...], width
     peak = max(rates)
     known = [c for c in cpus if c is not None]
     text = Text()
-    text.append(f"items/s  now {f.rate(rates[-1])} · peak {f.rate(peak)} · over {f.duration(history[-1][0])}\n",
-                style="bold")
+    text.append(f"items/s {f.rate(rates[-1])}, peak {f.rate(peak)}\n", style="bold")
     for row in f.column_chart(rates, width, RATE_ROWS, peak):
         text.append(row + "\n", style="green")
-    text.append(f"CPU  now {f.percent(known[-1]).strip() if known else f.NA}\n", style="bold")
+    text.append(f"CPU {f.percent(known[-1]).strip() if known else f.NA}, over {f.duration(history[-1][0])}\n",
+                style="bold")
     rows = f.column_chart([c or 0.0 for c in cpus], width, CPU_ROWS, 100.0)
     for index, row in enumerate(rows):
         text.append(row + ("\n" if index < len(rows) - 1 else ""), style="cyan")

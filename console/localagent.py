@@ -1,0 +1,51 @@
+"""The local node's agent process: started as early as the console can, adopted by its session.
+
+`console run` calls `start_early` before it imports the cluster's machinery
+(rpyc and the rest take a while on a small machine), so the agent's interpreter
+and its warm pool come up meanwhile; `launch` then adopts that process, or
+starts one. No socket anywhere: the agent speaks on its stdin/stdout. Light on
+purpose: standard library and console.bundle only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Dict, List, Tuple
+
+from console.bundle import local_bundle
+from console.errors import NodeError
+
+__all__ = ["start_early", "launch"]
+
+_early: Dict[Tuple[str, int], List[Tuple[subprocess.Popen, str]]] = {}
+"""Agents started before their session, by (python, pool size)."""
+
+
+def start_early(python: str, pool: int) -> None:
+    """Start a local agent now for a session that will ask for one like it; a failure waits for `launch`."""
+    try:
+        _early.setdefault((python, pool), []).append(_start(python, pool))
+    except NodeError:
+        pass
+
+
+def launch(python: str, pool: int = 0) -> Tuple[subprocess.Popen, str]:
+    """(the agent's process, "cached" or "written" for its bundle): one started early, or a new one."""
+    waiting = _early.get((python, pool))
+    if waiting:
+        proc, state = waiting.pop(0)
+        if proc.poll() is None:
+            return proc, state
+    return _start(python, pool)
+
+
+def _start(python: str, pool: int) -> Tuple[subprocess.Popen, str]:
+    bundle_path, bundle_state = local_bundle()
+    try:
+        proc = subprocess.Popen(
+            [python, str(bundle_path)] + (["--pool", str(pool)] if pool else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+    except OSError as exc:
+        raise NodeError(f"cannot start the local agent with {python!r}: {exc.strerror or exc}.") from None
+    return proc, bundle_state
