@@ -87,8 +87,9 @@ def test_bootstrap_and_status_show_the_windows_node(cluster, tmp_path):
 
 
 def test_factorize_over_a_linux_and_a_windows_node(cluster, tmp_path):
-    """The example's exact result, with both nodes' shares in the results file."""
-    inv = inventory(cluster, tmp_path, "node1", "node2")
+    """The example's exact result, with both nodes' shares in the results file (node1 gets one worker, so the
+    job lasts long enough for the Windows node, slower to come up under Wine, to join)."""
+    inv = inventory(cluster, tmp_path, "node1", "node2", node1={"workers": 1})
     out = tmp_path / "out.json"
     proc = run_console("run", "jobs/examples/factorize.toml", "--inventory", str(inv), "--output", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
