@@ -52,8 +52,8 @@ def main() -> None:
     scaling.set_ylim(bottom=0)
     cpu.set_ylim(bottom=0)
     scaling.set_title("dispatch as agents are added")
-    scaling.legend(loc="lower left")
-    cpu.legend(loc="lower right")
+    lines = scaling.get_lines() + cpu.get_lines()
+    scaling.legend(lines, [line.get_label() for line in lines], loc="lower center")
     figure.savefig(args.output, dpi=100)
     print(f"{args.output}")
 
