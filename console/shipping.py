@@ -18,7 +18,6 @@ sockets, locks) is a TypeError naming the function.
 
 from __future__ import annotations
 
-import hashlib
 import site
 import sys
 import sysconfig
@@ -32,6 +31,7 @@ import cloudpickle
 
 from console.bundle import CODE_ROOT
 from console.jobcode import collect_files
+from nodeagent.cache import content_hash
 from nodeagent.calls import CallBatch, FunctionRef
 
 __all__ = ["Shipment", "ship", "pickle_batch"]
@@ -52,12 +52,8 @@ class Shipment:
     modules: FrozenSet[str] = frozenset()
     """Modules whose exception classes a failed call may raise again in the console."""
 
-    @property
-    def files_digest(self) -> str:
-        digest = hashlib.sha256()
-        for path in sorted(self.files):
-            digest.update(path.encode() + b"\0" + self.files[path] + b"\0")
-        return digest.hexdigest()
+    files_digest: str = ""
+    """content_hash of `files` (the name the nodes store them under), taken once when shipped."""
 
 
 @lru_cache(maxsize=1)
@@ -147,8 +143,8 @@ def ship(fn: Callable[..., Any]) -> Shipment:
                     and _resolves_to(fn, module, qualname))
     if by_reference:
         modules = _users_modules([module])
-        return Shipment(FunctionRef(f"{module_name}:{qualname}"), name, _files_of(modules),
-                        frozenset({module_name, *(m.__name__ for m in modules)}))
+        return _shipment(FunctionRef(f"{module_name}:{qualname}"), name, _files_of(modules),
+                         frozenset({module_name, *(m.__name__ for m in modules)}))
     try:
         pickled = cloudpickle.dumps(fn)
     except Exception as exc:  # whatever the function holds that cannot travel
@@ -157,8 +153,12 @@ def ship(fn: Callable[..., Any]) -> Shipment:
                         "inside the function instead.") from None
     code = getattr(fn, "__code__", None)
     modules = _users_modules(_referenced(getattr(fn, "__globals__", {}), code.co_names if code else ()))
-    return Shipment(FunctionRef("", pickled, tuple(sys.version_info[:2])), name, _files_of(modules),
-                    frozenset({"__main__", module_name, *(m.__name__ for m in modules)}))
+    return _shipment(FunctionRef("", pickled, tuple(sys.version_info[:2])), name, _files_of(modules),
+                     frozenset({"__main__", module_name, *(m.__name__ for m in modules)}))
+
+
+def _shipment(function: FunctionRef, name: str, files: Dict[str, bytes], modules: FrozenSet[str]) -> Shipment:
+    return Shipment(function, name, files, modules, content_hash(files) if files else "")
 
 
 def pickle_batch(shipment: Shipment, spread: str, items: List[Any]) -> bytes:
