@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
 
@@ -70,3 +72,13 @@ def wait_for(predicate: Callable[[], Any], limit: float = 30.0, interval: float 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def agents_started_after(started: float) -> list:
+    """Pids of agent processes started since `started` (a time.time()) that are still there."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "cluster-console/agent-" in cmdline and proc.info["create_time"] >= started - 1:
+            found.append(proc.pid)
+    return found

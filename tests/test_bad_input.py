@@ -7,13 +7,12 @@ each kind is also run once through the real CLI for the exit status.
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from console.errors import InventoryError, JobFileError
 from console.inventory import load_inventory
 from console.jobspec import load_job
-from helpers import run_console, wait_for
+from helpers import agents_started_after, run_console, wait_for
 
 GOOD_JOB = """\
 [job]
@@ -160,13 +159,4 @@ def test_an_agent_started_early_does_not_outlive_a_bad_job_file(tmp_path):
     started = time.time()
     proc = run_console("run", str(bad))
     assert proc.returncode == 2
-
-    def orphans():
-        found = []
-        for p in psutil.process_iter(["cmdline", "create_time", "ppid"]):
-            cmdline = " ".join(p.info["cmdline"] or [])
-            if "cluster-console/agent-" in cmdline and p.info["create_time"] >= started - 1 and p.info["ppid"] == 1:
-                found.append(p)
-        return found
-
-    assert wait_for(lambda: not orphans(), 10), orphans()
+    assert wait_for(lambda: not agents_started_after(started), 10), agents_started_after(started)

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import psutil
 import pytest
 
 from console import cli
@@ -27,7 +26,7 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from console.scheduler import InvalidTransition, Scheduler
-from helpers import ROOT, communicate, results, run_console, wait_for, write_job
+from helpers import ROOT, agents_started_after, communicate, results, run_console, wait_for, write_job
 
 WIDE = dict(os.environ, COLUMNS="1000")
 """Sentences naming long paths stay on one line."""
@@ -58,15 +57,6 @@ def journal_lines(journal: Path) -> list:
     except OSError:
         return []
 
-
-
-def agents_started_after(started: float) -> list:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = " ".join(proc.info["cmdline"] or ())
-        if "cluster-console/agent-" in cmdline and proc.info["create_time"] >= started - 1:
-            found.append(proc.pid)
-    return found
 
 
 def start(job: Path, *args: str) -> subprocess.Popen:
