@@ -154,13 +154,11 @@ class AgentLink:
         """Give the running job more files ({relative path: content}) for the chunks sent after this."""
         self._call("add_files", pickle.dumps(files))
 
-    def submit(self, batch: Sequence[ChunkItems]) -> None:
-        """Queue chunk orders on the agent."""
-        self._call("submit", pickle.dumps([tuple(order) for order in batch]))
-
-    def collect(self, wait: float) -> Collected:
-        """Outcomes, workers busy and tasks queued since the last call."""
-        return wire.decode_collected(self._call("collect", wait))
+    def exchange(self, batch: Sequence[ChunkItems], wait: float) -> Collected:
+        """Queue chunk orders on the agent (none is fine), then take the outcomes, workers busy and tasks
+        queued since the last call, waiting up to `wait` s for an outcome."""
+        sent = pickle.dumps([tuple(order) for order in batch]) if batch else b""
+        return wire.decode_collected(self._call("exchange", sent, wait))
 
     def metrics(self) -> MetricsSample:
         """CPU, memory and load of the node."""
@@ -194,7 +192,7 @@ def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) ->
     """Run the agent bundle here as a child process (or adopt the one `console run` started early) and
     connect over its pipes; `pool` workers start at once (a job follows)."""
     proc, bundle_state = launch(python, pool)
-    pump_lines(proc.stderr, log)
+    log_pump = pump_lines(proc.stderr, log)
 
     def close() -> None:
         for pipe in (proc.stdin, proc.stdout):
@@ -202,8 +200,9 @@ def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) ->
                 pipe.close()
             except OSError:
                 pass
+        log_pump.join(5)  # its log ends when the agent and its workers exit: sooner than polling for the exit
         try:
-            proc.wait(5)
+            proc.wait(1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)

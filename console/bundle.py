@@ -41,8 +41,8 @@ def bundle() -> Tuple[str, bytes]:
     for base, package in sources:
         for path in sorted((base / package).rglob("*.py")):
             files[path.relative_to(base).as_posix()] = path.read_bytes()
-    files["__main__.py"] = (b"import sys\nfrom nodeagent.__main__ import main\n"
-                            b"if __name__ == '__main__':\n    sys.exit(main())\n")
+    files["__main__.py"] = (b"from nodeagent.__main__ import main\n"
+                            b"if __name__ == '__main__':\n    main()\n")
     digest = content_hash(files)
     try:
         return digest, (Path(cache_dir()) / f"agent-{digest}.zip").read_bytes()

@@ -15,15 +15,13 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Optional
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, List, Optional
 
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import default_inventory, load_inventory
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["main", "build_parser"]
 
@@ -137,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `console` script."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
     try:
         commands = {"run": cmd_run, "bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust,
                     "timeline": cmd_timeline}
@@ -145,7 +142,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConsoleError as exc:
         if args.debug:
             raise
-        err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -160,6 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for node in inventory.nodes:  # their agents start while the rest of the console is imported
             if node.transport == "local":
                 start_early(node.python or sys.executable, node.workers or os.cpu_count() or 1)
+    from rich.console import Console
+
     from console.cluster import NO_USABLE_NODE, open_cluster
     from console.headless import render_summary, watch
     from console.jobspec import load_job
@@ -200,6 +202,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_table(reports: list, title: str) -> Table:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("node", "address", "OS/arch", "python", "cores", "bundle", "metrics", "time", "result"):
         table.add_column(column, justify="right" if column in ("cores", "time") else "left", no_wrap=True)
@@ -212,6 +218,9 @@ def _report_table(reports: list, title: str) -> Table:
 
 
 def _print_reports(reports: list, title: str) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)
@@ -243,6 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_trust(args: argparse.Namespace) -> int:
     """`console trust NODE`: show the node's host key and pin it on confirmation."""
+    from rich.console import Console
+
     from console.ssh import fetch_host_key, fingerprint, known_hosts_path, pin_host_key, pinned_key
 
     inventory = load_inventory(args.inventory or default_inventory())
@@ -278,6 +289,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     """`console timeline RESULTS [-o PNG]`: the job's task-stream picture."""
+    from rich.console import Console
+
     from console.timeline import write_timeline
 
     output = args.output or args.results.with_suffix(".png")

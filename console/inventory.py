@@ -7,9 +7,8 @@ from the inventory's own directory. Called by the CLI before anything connects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple
 
 from console.errors import InventoryError
 from console.tomlfile import Located, load
@@ -33,8 +32,7 @@ NODE_KEYS = {
 DEFAULT_KEYS = set(NODE_KEYS) - {"name", "host"}
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(NamedTuple):
     """One machine the console may use."""
 
     name: str
@@ -72,8 +70,7 @@ class Node:
         return f"{self.host}:{self.port or 22}"
 
 
-@dataclass(frozen=True)
-class Inventory:
+class Inventory(NamedTuple):
     """The nodes of one inventory file, in file order."""
 
     path: Path

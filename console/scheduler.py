@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union
+from typing import Deque, Dict, Iterable, List, Literal, NamedTuple, Optional, Set, Tuple, Union
 
 __all__ = [
     "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
@@ -43,8 +43,7 @@ ChunkStateName = Literal["queued", "sent", "done", "failed", "cancelled"]
 
 # -- events: what happened ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class NodeJoined:
+class NodeJoined(NamedTuple):
     """A node's agent is up with this many workers."""
 
     node: str
@@ -52,8 +51,7 @@ class NodeJoined:
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class NodeLost:
+class NodeLost(NamedTuple):
     """A node went away; what it held goes back to the queue."""
 
     node: str
@@ -61,16 +59,14 @@ class NodeLost:
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class NodeDraining:
+class NodeDraining(NamedTuple):
     """The operator asked a node to finish what it holds and take nothing more."""
 
     node: str
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class ChunkFinished:
+class ChunkFinished(NamedTuple):
     """A node returned a chunk's value."""
 
     node: str
@@ -87,8 +83,7 @@ class ChunkFinished:
         return cls(node=node, chunk=chunk, attempt=attempt, **kw)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class ChunkFailed:
+class ChunkFailed(NamedTuple):
     """A chunk attempt raised ("error"), ran too long ("timeout"), lost its worker ("died"), or
     sent a value the job does not allow ("refused")."""
 
@@ -112,38 +107,33 @@ class ChunkFailed:
         return cls(node=node, chunk=chunk, attempt=attempt, **kw)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Tick:
+class Tick(NamedTuple):
     """Time passed; lets the tail re-run slow chunks."""
 
     t: float
 
 
-@dataclass(frozen=True)
-class JobCancelled:
+class JobCancelled(NamedTuple):
     """The operator cancelled the job."""
 
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class MistakeFound:
+class MistakeFound(NamedTuple):
     """The console found a job mistake itself (its reducer refuses the first value): stop the job."""
 
     sentence: str
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class ChunkAdded:
+class ChunkAdded(NamedTuple):
     """A streaming job got one more chunk of `count` items (numbered after the ones before)."""
 
     count: int
     t: float = 0.0
 
 
-@dataclass(frozen=True)
-class InputClosed:
+class InputClosed(NamedTuple):
     """A streaming job gets no more chunks: it ends once those it has are done or failed."""
 
     t: float = 0.0
@@ -155,8 +145,7 @@ Event = Union[NodeJoined, NodeLost, NodeDraining, ChunkFinished, ChunkFailed, Ti
 
 # -- instructions: what to do ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class ChunkOrder:
+class ChunkOrder(NamedTuple):
     """One chunk attempt to run: items start .. start+count-1."""
 
     chunk: int
@@ -165,16 +154,14 @@ class ChunkOrder:
     count: int
 
 
-@dataclass(frozen=True)
-class SendChunks:
+class SendChunks(NamedTuple):
     """Send these chunks to the node, in one call."""
 
     node: str
     chunks: Tuple[ChunkOrder, ...]
 
 
-@dataclass(frozen=True)
-class Journal:
+class Journal(NamedTuple):
     """Record this result as final, before it counts."""
 
     chunk: int
@@ -184,16 +171,14 @@ class Journal:
     result: bytes
 
 
-@dataclass(frozen=True)
-class Cancel:
+class Cancel(NamedTuple):
     """Tell the node to drop these chunks (the losing copies, or a cancelled job)."""
 
     node: str
     chunks: Tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class JobEnded:
+class JobEnded(NamedTuple):
     """Every chunk is done or failed for good, the job was cancelled, or a job mistake stopped it."""
 
     status: Literal["ok", "failed", "cancelled"]
@@ -201,8 +186,7 @@ class JobEnded:
     """The sentence of the job mistake that stopped the job, if one did."""
 
 
-@dataclass(frozen=True)
-class ChunkGivenUp:
+class ChunkGivenUp(NamedTuple):
     """A chunk failed for good; `failure` is its last attempt."""
 
     chunk: int
@@ -244,8 +228,7 @@ class Chunk:
         return self.failures + 1
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """A failed chunk attempt, kept for the failures panel and the output file."""
 
     chunk: int
@@ -260,8 +243,7 @@ class Failure:
     """As on ChunkFailed."""
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One chunk attempt for the job's timeline: where it ran, from when to when (the events' clock), and
     what became of it ("done", "duplicate", a ChunkFailed kind, "lost", "cancelled")."""
 

@@ -55,8 +55,8 @@ def watch_for_silence(service: Any) -> None:
             os._exit(0)
 
 
-def main() -> int:
-    """Serve until the console goes away."""
+def main() -> None:
+    """Serve until the console goes away, then exit at once."""
     fds = take_stdio()
     pool = warm_pool(sys.argv, fds)
     import rpyc
@@ -82,7 +82,8 @@ def main() -> int:
     conn.close()
     service.on_disconnect(conn)
     log("console gone, exiting")
-    return 0
+    sys.stderr.flush()
+    os._exit(0)  # nothing is left to tear down: the pool is closed, the log flushed; the console waits for this
 
 
 def serve_until_closed(conn: Any) -> None:
@@ -104,4 +105,4 @@ def serve_until_closed(conn: Any) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -135,21 +135,18 @@ class AgentService(rpyc.Service):
                 self._paths = (path,) + self._paths
         log("job %r: %s added to its files" % (self._job.name if self._job else "", path))
 
-    def exposed_submit(self, batch: bytes) -> None:
-        """Queue a pickled batch of ChunkOrders for the pool."""
+    def exposed_exchange(self, batch: bytes, wait: float) -> bytes:
+        """Queue a pickled batch of ChunkItems (b"" for none), then return Collected: the outcomes finished
+        since the last call, waiting up to `wait` s for one. One round trip per chunk in the steady state."""
         self.last_call = time.monotonic()
         pool, job, paths = self._pool, self._job, self._paths
-        if pool is None or job is None:
-            raise RuntimeError("submit before start_job")
-        pool.submit([
-            Task(order.chunk, order.attempt, job.fn, job.mode, job.combine, paths, order.items, job.timeout)
-            for order in map(ChunkItems._make, pickle.loads(batch))
-        ])
-
-    def exposed_collect(self, wait: float) -> bytes:
-        """Collected: outcomes finished since the last call (waiting up to `wait` s for one)."""
-        self.last_call = time.monotonic()
-        pool = self._pool
+        if batch:
+            if pool is None or job is None:
+                raise RuntimeError("chunks before start_job")
+            pool.submit([
+                Task(order.chunk, order.attempt, job.fn, job.mode, job.combine, paths, order.items, job.timeout)
+                for order in map(ChunkItems._make, pickle.loads(batch))
+            ])
         if pool is None:
             time.sleep(min(wait, 0.05))
             return encode(Collected((), 0, 0))

@@ -24,7 +24,7 @@ __all__ = [
     "decode_collected", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Names this module's layout; bumped whenever a message or an exposed method changes."""
 MAX_LOG_LINE = 8192
 """Bytes of one line of an agent's log the console keeps; longer lines are cut."""
@@ -146,7 +146,7 @@ def decode_error_detail(data: bytes) -> Optional[ErrorDetail]:
 
 
 class Collected(NamedTuple):
-    """The reply to collect: outcomes since the last call and the pool's state."""
+    """The reply to exchange: outcomes since the last call and the pool's state."""
 
     outcomes: Tuple[ChunkOutcome, ...]
     busy: int

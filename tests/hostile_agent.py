@@ -65,8 +65,8 @@ class HostileService(AgentService):
         honest = super().exposed_metrics()
         return exploit("exec") if MODE == "metrics-exploit" else honest
 
-    def exposed_collect(self, wait):
-        honest = super().exposed_collect(wait)
+    def exposed_exchange(self, batch, wait):
+        honest = super().exposed_exchange(batch, wait)
         outcomes, busy, queued = pickle.loads(honest)
         if MODE == "wedged":  # answers every call, but its chunks never end
             return encode(Collected((), busy, queued))

@@ -50,7 +50,7 @@ def test_hello_describes_the_node(link):
 def test_agent_and_its_workers_open_no_socket(link):
     info = link.hello()
     assert link.start_job(SLOW_SQUARES) == 2
-    link.submit([ChunkItems(i, 1, pickle.dumps(list(range(10)))) for i in range(4)])
+    link.exchange([ChunkItems(i, 1, pickle.dumps(list(range(10)))) for i in range(4)], 0)
     deadline = time.monotonic() + 20
     while len(family(info["pid"])) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -64,7 +64,7 @@ def test_metrics_answer_while_a_batch_runs(link):
     """A metrics call is answered while the pool is busy (the agent serves on several threads)."""
     link.hello()
     link.start_job(SLOW_SQUARES)
-    link.submit([ChunkItems(i, 1, pickle.dumps(list(range(20)))) for i in range(4)])
+    link.exchange([ChunkItems(i, 1, pickle.dumps(list(range(20)))) for i in range(4)], 0)
     started = time.monotonic()
     sample = link.metrics()
     assert time.monotonic() - started < 5
@@ -90,8 +90,8 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
             assert not held & protocol, f"worker {pid} holds the agent's protocol pipes"
         assert agent.start_job(SLOW_SQUARES) == 2
         assert workers() == warm
-        agent.submit([ChunkItems(0, 1, pickle.dumps([3]))])
-        assert _wait(lambda: agent.collect(0.5).outcomes)
+        agent.exchange([ChunkItems(0, 1, pickle.dumps([3]))], 0)
+        assert _wait(lambda: agent.exchange([], 0.5).outcomes)
         assert agent.start_job(SLOW_SQUARES) == 2
         assert _wait(lambda: len(workers()) == 2 and not warm & workers())
     finally:

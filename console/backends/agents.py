@@ -163,10 +163,9 @@ class NodeSession(threading.Thread):
         next_metrics = 0.0
         while not self.stopping.is_set():
             self._join_job(link)
-            self._flush(link)
-            holding = self.cluster.holding(self.node.name)
-            if holding:
-                collected = link.collect(COLLECT_WAIT_S)
+            batch = self._flush(link)
+            if batch or self.cluster.holding(self.node.name):
+                collected = link.exchange(batch, COLLECT_WAIT_S)
                 self.metrics["busy"] = collected.busy
                 if collected.outcomes:
                     self.cluster.handle(self._events(collected.outcomes))
@@ -193,22 +192,26 @@ class NodeSession(threading.Thread):
             events.append(NodeDraining(self.node.name, now))
         self.cluster.handle(events)
 
-    def _flush(self, link: AgentLink) -> None:
+    def _flush(self, link: AgentLink) -> List[ChunkItems]:
+        """Carry out the queued instructions: cancels and the job's new files at once; the chunks to send
+        are returned, for the next exchange."""
         job = self.cluster.job
+        batch: List[ChunkItems] = []
         while self.outbox:
             instruction = self.outbox.popleft()
             if isinstance(instruction, Cancel):
                 link.cancel(instruction.chunks)
+                if batch:  # a chunk cancelled before it was sent is not sent
+                    batch = [order for order in batch if order.chunk not in instruction.chunks]
             elif isinstance(instruction, SendChunks) and job is not None:
                 while self._files_sent < len(job.extra_files):  # files added before these chunks were
                     link.add_files(job.extra_files[self._files_sent])
                     self._files_sent += 1
                 source = job.spec.input
                 self._sent.update((o.chunk, o.attempt) for o in instruction.chunks)
-                link.submit([
-                    ChunkItems(o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count)))
-                    for o in instruction.chunks
-                ])
+                batch.extend(ChunkItems(o.chunk, o.attempt, pickle.dumps(source.slice(o.start, o.count)))
+                             for o in instruction.chunks)
+        return batch
 
     def _events(self, outcomes: Sequence[ChunkOutcome]) -> List[Event]:
         """Scheduler events for the node's outcomes, each value decoded; WireError when the node lies."""
