@@ -15,7 +15,8 @@ import pickle
 import subprocess
 import threading
 import zlib
-from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import rpyc
 from rpyc.core.channel import Channel
@@ -35,6 +36,8 @@ HELLO_TIMEOUT_S = 30.0
 """The first calls wait longer: a fresh agent on a slow or busy node is still importing."""
 AGENT_SILENCE_EXIT_S = 60.0
 """An agent that hears nothing from the console for this long exits (the console calls every second)."""
+WHEEL_PART = 2 ** 20
+"""Bytes of a wheel sent in one call."""
 DEFAULT_REPLY_LIMIT = 256 * 2 ** 20
 """Bytes one reply of an agent may hold until a job sets its own (max_reply_mb)."""
 
@@ -153,6 +156,21 @@ class AgentLink:
     def add_files(self, files: Dict[str, bytes]) -> None:
         """Give the running job more files ({relative path: content}) for the chunks sent after this."""
         self._call("add_files", pickle.dumps(files))
+
+    def stage_wheels(self, wheels: Sequence[Tuple[str, Path]], log: Callable[[str], None]) -> int:
+        """Send the node those of these (digest, file) wheels it lacks, each in parts well inside the call
+        timeout on a slow link; how many were sent."""
+        digests = [digest for digest, _ in wheels]
+        absent = set(wire.decode_digests(self._call("missing_wheels", tuple(digests)), digests))
+        for digest, path in wheels:
+            if digest not in absent:
+                continue
+            data = path.read_bytes()
+            log(f"sending {path.name} ({len(data) / 2 ** 20:.1f} MB)")
+            for offset in range(0, max(len(data), 1), WHEEL_PART):
+                self._call("put_wheel", digest, offset, data[offset:offset + WHEEL_PART],
+                           offset + WHEEL_PART >= len(data))
+        return len(absent)
 
     def exchange(self, batch: Sequence[ChunkItems], wait: float) -> Collected:
         """Queue chunk orders on the agent (none is fine), then take the outcomes, workers busy and tasks

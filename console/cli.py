@@ -23,6 +23,8 @@ from console.inventory import default_inventory, load_inventory
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from console.jobspec import JobSpec
+
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NODES, EXIT_CONSOLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -87,18 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("bootstrap", "prepare the inventory's nodes (connect, probe, deploy, start, stop)",
          "Connect to every node (or the named ones) in parallel, find its OS, architecture and Python, "
          "upload the agent bundle when the node lacks it, start the agent, check its protocol version, "
-         "and stop it. Prints one row per node; a node that fails shows why.",
-         "console bootstrap --inventory lab.toml pi-3 ws-1\nsee also: console status, console trust"),
+         "and stop it. Prints one row per node; a node that fails shows why. With --job, also send each node "
+         "the wheels of the job's requirements for its platform that it lacks.",
+         "console bootstrap --inventory lab.toml pi-3 ws-1\n         console bootstrap --job jobs/numpyjob.toml\n"
+         "see also: console status, console trust"),
         ("status", "probe the inventory's nodes without starting anything",
          "Connect to every node (or the named ones) in parallel and show OS, architecture, Python, cores "
-         "and whether the current agent bundle is already there.",
-         "console status\nsee also: console bootstrap"),
+         "and whether the current agent bundle is already there. With --job, also whether each node has the "
+         "wheels of the job's requirements for its platform.",
+         "console status --job jobs/numpyjob.toml\nsee also: console bootstrap"),
     ):
         nodes_command = sub.add_parser(name, help=summary, description=textwrap.fill(description, 78),
                                        epilog=f"example: {example}",
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
         inventory_option(nodes_command)
         nodes_command.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
+        nodes_command.add_argument("--job", type=Path, default=None, metavar="JOB",
+                                   help="a job file: show (status) or send (bootstrap) its requirements' wheels")
 
     trust = sub.add_parser(
         "trust", help="pin a node's SSH host key into the inventory's known_hosts",
@@ -207,13 +214,17 @@ def _report_table(reports: list, title: str) -> Table:
     from rich.text import Text
 
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("node", "address", "OS/arch", "python", "cores", "bundle", "metrics", "time", "result"):
+    packages = any(r.packages for r in reports)
+    columns = ("node", "address", "OS/arch", "python", "cores", "bundle", "metrics") + (
+        ("packages",) if packages else ()) + ("time", "result")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("cores", "time") else "left", no_wrap=True)
     for r in reports:
         os_arch = f"{r.os}/{r.arch}" if r.os else "n/a"
         result = Text("failed", style="bold red") if r.error else Text("ok", style="green")
-        table.add_row(r.node, r.address, os_arch, r.python or "n/a", str(r.cores or "n/a"), r.bundle or "n/a",
-                      r.metrics or "n/a", f"{r.seconds:.1f}s", result)
+        cells = [r.node, r.address, os_arch, r.python or "n/a", str(r.cores or "n/a"), r.bundle or "n/a",
+                 r.metrics or "n/a"] + ([r.packages or "n/a"] if packages else [])
+        table.add_row(*cells, f"{r.seconds:.1f}s", result)
     return table
 
 
@@ -228,6 +239,8 @@ def _print_reports(reports: list, title: str) -> int:
     for report in reports:
         if report.error:
             out.print(Text(report.error, style="red"), soft_wrap=True)
+        if report.packages_note:
+            out.print(Text(report.packages_note, style="yellow"), soft_wrap=True)
     failed = sum(1 for r in reports if r.error)
     if failed == len(reports):
         return EXIT_NO_NODES
@@ -239,7 +252,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from console.bringup import bootstrap_nodes
 
     inventory = load_inventory(args.inventory or default_inventory())
-    return _print_reports(bootstrap_nodes(inventory.select(args.nodes)), f"bootstrap: {inventory.path}")
+    reports = bootstrap_nodes(inventory.select(args.nodes), _job_option(args), inventory.packages)
+    return _print_reports(reports, f"bootstrap: {inventory.path}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -247,7 +261,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from console.bringup import status_nodes
 
     inventory = load_inventory(args.inventory or default_inventory())
-    return _print_reports(status_nodes(inventory.select(args.nodes)), f"status: {inventory.path}")
+    reports = status_nodes(inventory.select(args.nodes), _job_option(args), inventory.packages)
+    return _print_reports(reports, f"status: {inventory.path}")
+
+
+def _job_option(args: argparse.Namespace) -> Optional[JobSpec]:
+    """The job file of --job, read and checked, or None."""
+    if args.job is None:
+        return None
+    from console.jobspec import load_job
+
+    return load_job(args.job)
 
 
 def cmd_trust(args: argparse.Namespace) -> int:

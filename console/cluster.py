@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from console.backends import Backend
 from console.backends.agents import AgentBackend
-from console.errors import UsageError
-from console.inventory import Inventory, Node
+from console.errors import JobFileError, UsageError
+from console.inventory import Inventory, Node, PackageSource
 from console.jobrun import JobRun, ResultSink, check_not_running, prepare_job, prepare_stream
 from console.jobspec import JobSpec, load_job
 from console.scheduler import (
@@ -45,8 +45,11 @@ NO_USABLE_NODE = "no node is usable"
 class Cluster:
     """A backend, the current job, and the one lock over both."""
 
-    def __init__(self, nodes: Sequence[Node] = (), backend: Optional[Backend] = None) -> None:
+    def __init__(self, nodes: Sequence[Node] = (), backend: Optional[Backend] = None,
+                 packages: PackageSource = PackageSource()) -> None:
         self.nodes = tuple(nodes)
+        self.packages = packages
+        """Where the console's pip finds jobs' requirements (the inventory's [packages])."""
         self.lock = threading.RLock()
         self.backend: Backend = backend if backend is not None else AgentBackend(self.nodes)
         self.backend.attach(self)
@@ -78,11 +81,19 @@ class Cluster:
     def start_job(self, job: Any, resume: bool = False) -> JobRun:
         """Start a job (a JobSpec, or the path of a job file) on the cluster."""
         spec = job if isinstance(job, JobSpec) else load_job(Path(job))
-        return self._start(prepare_job(spec, resume, self._next_generation(), PREFETCH))
+        self._check_requires(spec)
+        return self._start(prepare_job(spec, resume, self._next_generation(), PREFETCH, self.packages))
 
     def start_stream(self, spec: JobSpec, sink: ResultSink) -> JobRun:
         """Start a streaming job (the Python API's): chunks come with `ChunkAdded`, outcomes go to `sink`."""
-        return self._start(prepare_stream(spec, self._next_generation(), PREFETCH, sink))
+        self._check_requires(spec)
+        return self._start(prepare_stream(spec, self._next_generation(), PREFETCH, sink, self.packages))
+
+    def _check_requires(self, spec: JobSpec) -> None:
+        if spec.requires and not isinstance(self.backend, AgentBackend):
+            raise JobFileError(f"{spec.path}: requires ships wheels to the console's own nodes; a Dask cluster's "
+                               "workers import from their own environment: install the requirements there, or "
+                               "run the job on the inventory's nodes.")
 
     def _next_generation(self) -> int:
         with self.lock:
@@ -234,7 +245,7 @@ def open_cluster(inventory: Inventory, engine: Optional[str] = None) -> Cluster:
     """The cluster of the inventory's nodes, or of the Dask cluster that `engine` or its [engine] names."""
     engine = engine or inventory.engine
     if not engine:
-        return Cluster(inventory.nodes)
+        return Cluster(inventory.nodes, packages=inventory.packages)
     if not engine.startswith(("dask://", "tcp://", "tls://")):
         raise UsageError(f"engine {engine!r}: give a Dask scheduler as dask://host:8786 (or tcp://host:8786).")
     from console.backends.dask import DaskBackend

@@ -31,7 +31,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from console.cluster import NO_USABLE_NODE, Cluster, open_cluster
 from console.inventory import default_inventory, load_inventory
 from console.jobrun import JobRun
-from console.jobspec import JobSpec
+from console.jobspec import JobSpec, requirement_problem
 from console.remote import RemoteError, rebuild_exception
 from console.scheduler import ChunkAdded, ChunkGivenUp, Failure, InputClosed
 from console.shipping import Shipment, pickle_batch, ship
@@ -114,7 +114,7 @@ class ClusterExecutor(Executor):
     a node raises the same exception type here, with the node's traceback as its `__cause__`."""
 
     def __init__(self, cluster: Cluster, *, name: str, retries: int, chunk_timeout: float,
-                 result_types: Sequence[str], max_reply_mb: float, progress: bool) -> None:
+                 result_types: Sequence[str], max_reply_mb: float, progress: bool, requires: Sequence[str] = ()) -> None:
         self._cluster = cluster
         self._calls = _Calls()
         self._deliveries: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -132,7 +132,8 @@ class ClusterExecutor(Executor):
             path=Path(f"{name} (connect())"), name=name, function=CALLS_FUNCTION, mode="chunk", files=(),
             chunk_size=None, retries=retries, timeout=chunk_timeout, reduce="list",
             input=self._calls,  # type: ignore[arg-type]
-            output=None, result_types=tuple(result_types), max_reply_mb=max_reply_mb)  # type: ignore[arg-type]
+            output=None, result_types=tuple(result_types), max_reply_mb=max_reply_mb,  # type: ignore[arg-type]
+            requires=tuple(requires))
         self._run: JobRun = cluster.start_stream(spec, self)
         cluster.bootstrap()
         self._delivery = threading.Thread(target=self._deliver, name="api-delivery", daemon=True)
@@ -260,7 +261,7 @@ class ClusterExecutor(Executor):
             return run.console_error
         if run.reason == NO_USABLE_NODE:
             errors = self._cluster.backend.node_errors()
-            detail = "; ".join(f"{name}: {error}" for name, error in errors.items())
+            detail = "; ".join(error if error.startswith(name) else f"{name}: {error}" for name, error in errors.items())
             return f"no node of the cluster is usable{': ' + detail if detail else ''}."
         return "the cluster was shut down."
 
@@ -499,7 +500,7 @@ def _start_watching(cluster: Cluster, stopped: threading.Event) -> Optional[thre
 
 def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] = None, progress: bool = False,
             retries: int = 2, chunk_timeout: Optional[float] = None, result_types: Sequence[str] = (),
-            max_reply_mb: float = 256.0) -> ClusterExecutor:
+            max_reply_mb: float = 256.0, requires: Sequence[str] = ()) -> ClusterExecutor:
     """Open the cluster of an inventory as a `concurrent.futures.Executor`.
 
     inventory: an inventory.toml (default: ./inventory.toml, else this machine as the one node).
@@ -509,6 +510,8 @@ def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] =
     chunk_timeout: seconds a chunk may run before its worker is killed (default: no limit).
     result_types: "module:Type" of values beyond plain data that calls may return (e.g. "fractions:Fraction").
     max_reply_mb: the largest reply a node may send.
+    requires: requirements the calls import ("numpy>=1.26"), shipped to each node as wheels for its platform,
+        as [job] requires in a job file; a node no wheels fit takes no calls.
 
     Example:
         with connect() as cluster:
@@ -530,6 +533,10 @@ def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] =
         module, sep, name = str(ref).partition(":")
         if not (sep and module and name):
             raise ValueError(f'result_types entries look like "module:Type" (e.g. "fractions:Fraction"), not {ref!r}')
+    for line in requires:
+        problem = requirement_problem(str(line))
+        if problem:
+            raise ValueError(f"requires: {problem}")
     nodes = load_inventory(Path(inventory) if inventory is not None else default_inventory())
     cluster = open_cluster(nodes, engine)
     script = sys.argv[0] if sys.argv else ""
@@ -537,7 +544,8 @@ def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] =
     try:
         return ClusterExecutor(cluster, name=name or "python", retries=retries,
                                chunk_timeout=chunk_timeout if chunk_timeout is not None else 7 * 24 * 3600.0,
-                               result_types=result_types, max_reply_mb=max_reply_mb, progress=progress)
+                               result_types=result_types, max_reply_mb=max_reply_mb, progress=progress,
+                               requires=requires)
     except BaseException:
         cluster.close()
         raise

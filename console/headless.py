@@ -90,6 +90,10 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
         elif node.state in ("connecting", "bootstrapping"):
             lines.append(Text(f"{node.name} ({node.address or 'local'}): was still {node.state} when the job "
                               "ended and took no part.", style="yellow"))
+    failed = {node.name for node in snapshot.nodes if node.state == "failed"}
+    for name, sentence in document.get("node_errors", {}).items():
+        if name not in failed:  # sat the job out: no wheels fit its platform
+            lines.append(Text(sentence, style="yellow"))
     if snapshot.job is not None and snapshot.job.answer is not None:
         lines.insert(1, Text.assemble(("answer: ", "bold"), snapshot.job.answer))
     if document.get("mistake"):

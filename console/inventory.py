@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple
 from console.errors import InventoryError
 from console.tomlfile import Located, load
 
-__all__ = ["Node", "Inventory", "load_inventory", "parse_inventory", "DEFAULT_INVENTORY", "default_inventory"]
+__all__ = ["Node", "Inventory", "PackageSource", "load_inventory", "parse_inventory", "DEFAULT_INVENTORY",
+           "default_inventory"]
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.toml"
 
@@ -70,6 +71,16 @@ class Node(NamedTuple):
         return f"{self.host}:{self.port or 22}"
 
 
+class PackageSource(NamedTuple):
+    """Where the console's pip finds the wheels of jobs' requirements ([packages] in the inventory)."""
+
+    wheelhouse: Optional[str] = None
+    """A folder of .whl files; alone, pip never asks an index (an offline lab)."""
+    index_url: Optional[str] = None
+    """The index to ask; None means pip's own configuration (pip.conf, PIP_INDEX_URL), unless a wheelhouse
+    alone is named."""
+
+
 class Inventory(NamedTuple):
     """The nodes of one inventory file, in file order."""
 
@@ -77,6 +88,7 @@ class Inventory(NamedTuple):
     nodes: Tuple[Node, ...]
     engine: Optional[str] = None
     """An existing cluster to run jobs on instead of the nodes ([engine] dask = "tcp://host:8786")."""
+    packages: PackageSource = PackageSource()
 
     def select(self, names: List[str]) -> Tuple[Node, ...]:
         """The named nodes (all when `names` is empty); unknown names are an error."""
@@ -102,9 +114,9 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
     """Validate parsed TOML; `text` is only used to find line numbers for errors."""
     err = Located(path, text, InventoryError)
     for key in data:
-        if key not in ("defaults", "node", "engine"):
-            raise err(f"unknown table or key {key!r}; an inventory has [defaults], [[node]] and [engine] tables.",
-                      key=key, table=None)
+        if key not in ("defaults", "node", "engine", "packages"):
+            raise err(f"unknown table or key {key!r}; an inventory has [defaults], [[node]], [engine] and "
+                      "[packages] tables.", key=key, table=None)
     engine = data.get("engine", {})
     if not isinstance(engine, dict) or set(engine) - {"dask"} or not all(isinstance(v, str) for v in engine.values()):
         raise err("[engine] takes one key, dask = \"tcp://host:8786\" (the scheduler of an existing Dask cluster).",
@@ -117,9 +129,10 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
             raise err(f"unknown key {key!r} in [defaults]; known keys: {', '.join(sorted(DEFAULT_KEYS))}.",
                       "defaults", 0, key)
         _check_type(err, "[defaults]", key, value, "defaults", 0)
+    packages = _packages(err, data.get("packages", {}), path.parent)
     tables = data.get("node", [])
     if engine and not tables:
-        return Inventory(path, (), engine.get("dask"))
+        return Inventory(path, (), engine.get("dask"), packages)
     if not isinstance(tables, list) or not tables:
         raise err("the inventory lists no nodes; add a [[node]] table with at least a name.")
     nodes: List[Node] = []
@@ -129,7 +142,23 @@ def parse_inventory(data: Dict[str, Any], text: str, path: Path) -> Inventory:
     for index, name in enumerate(names):
         if names.index(name) != index:
             raise err(f"node name {name!r} is used twice; names must be unique.", "node", index, "name")
-    return Inventory(path, tuple(nodes), engine.get("dask"))
+    return Inventory(path, tuple(nodes), engine.get("dask"), packages)
+
+
+def _packages(err: Located, table: Any, base: Path) -> PackageSource:
+    """[packages] wheelhouse = "wheels" (a folder, from the inventory's directory), index_url = "https://..."."""
+    if not isinstance(table, dict):
+        raise err("'packages' must be a table: [packages].", key="packages", table=None)
+    for key, value in table.items():
+        if key not in ("wheelhouse", "index_url"):
+            raise err(f"unknown key {key!r} in [packages]; known keys: index_url, wheelhouse.", "packages", 0, key)
+        if not isinstance(value, str) or not value:
+            raise err(f"[packages] {key} must be a string, not {value!r}.", "packages", 0, key)
+    wheelhouse = _path(base, table.get("wheelhouse"))
+    if wheelhouse is not None and not Path(wheelhouse).is_dir():
+        raise err(f"[packages] wheelhouse: {wheelhouse} is not a folder; create it and put the jobs' wheels "
+                  "in it (README: an offline lab).", "packages", 0, "wheelhouse")
+    return PackageSource(wheelhouse, table.get("index_url"))
 
 
 def _check_type(err: Located, where: str, key: str, value: Any, table: str, index: int) -> None:

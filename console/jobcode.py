@@ -61,10 +61,18 @@ def resolve_ref(ref: str, paths: Tuple[str, ...]) -> Callable[..., Any]:
 def check_job_code(spec: JobSpec) -> Optional[Callable[..., Any]]:
     """Import the job function; return the custom reducer, if the job has one."""
     key = "function" if spec.mode == "item" else "chunk_function"
-    _check(spec, spec.function, key)
+    try:
+        _check(spec, spec.function, key)
+    except _Unimportable as exc:  # a package this machine lacks: fine when the nodes get it from [job] requires
+        if not spec.requires:
+            raise JobFileError(str(exc)) from None
     if spec.reduce in REDUCERS:
         return None
     return _check(spec, spec.reduce, "reduce")
+
+
+class _Unimportable(Exception):
+    """The job's module imports a package this machine lacks."""
 
 
 def _check(spec: JobSpec, ref: str, key: str) -> Callable[..., Any]:
@@ -77,7 +85,11 @@ def _check(spec: JobSpec, ref: str, key: str) -> Callable[..., Any]:
         if exc.name and module_name.startswith(exc.name):
             raise JobFileError(f"{where}: no module named {exc.name!r}; add its .py file or package "
                                "directory to [job] files.") from None
-        raise JobFileError(f"{where}: importing {module_name!r} failed: {exc}.") from None
+        if key == "reduce":
+            raise JobFileError(f"{where}: importing {module_name!r} failed: {exc}; the reducer runs on this "
+                               "machine, so what it imports must be installed here.") from None
+        raise _Unimportable(f"{where}: importing {module_name!r} failed: {exc}; install it, or name it in "
+                            "[job] requires to have it shipped to the nodes.") from None
     except AttributeError:
         raise JobFileError(f"{where}: module {module_name!r} has no {attr!r}.") from None
     except Exception as exc:  # the job's own module failed at import: show where

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Pro
 
 from console.errors import ConsoleFault, UsageError
 from console.format import answer
+from console.inventory import PackageSource
 from console.jobcode import check_job_code, job_files
 from console.journal import JournalWriter, journal_path, read_journal
 from console.jobspec import JobSpec
@@ -29,6 +30,7 @@ from console.rates import History, RateMeter
 from console.results import reduce_values, write_results
 from console.scheduler import ChunkGivenUp, Journal, Scheduler
 from console.snapshot import JobSnapshot
+from console.packages import PackageResolver
 from nodeagent.wire import JobSettings, ValueDecoder
 
 __all__ = ["JobRun", "ChunkValue", "ResultSink", "prepare_job", "prepare_stream", "check_not_running"]
@@ -99,6 +101,10 @@ class JobRun:
     extra_files: List[Dict[str, bytes]] = field(default_factory=list)
     """Files added to the running job (the Python API's modules), in order; each node gets them before the
     chunks sent after them."""
+    packages: Optional[PackageResolver] = None
+    """Resolves the job's requirements per node platform (None: the job requires nothing)."""
+    packages_by_node: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    """What each node imports the requirements from: {"wheels": ["numpy 2.0.2"], "sent": wheels uploaded}."""
 
     @property
     def running(self) -> bool:
@@ -205,6 +211,8 @@ class JobRun:
         })
         if node_errors:
             document["node_errors"] = dict(node_errors)
+        if self.packages_by_node:
+            document["packages"] = dict(self.packages_by_node)
         if self.reason:
             document["reason"] = self.reason
         if self.mistake:
@@ -264,8 +272,10 @@ class JobRun:
         )
 
 
-def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int) -> JobRun:
-    """Check the job's code, read its journal on --resume, and set up its scheduler and journal."""
+def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int,
+                packages: PackageSource = PackageSource()) -> JobRun:
+    """Check the job's code, read its journal on --resume, and set up its scheduler and journal; `packages`
+    is where the job's requirements come from."""
     custom = check_job_code(spec)
     path = journal_path(spec.output)
     decoder = ValueDecoder(spec.result_types)
@@ -274,18 +284,20 @@ def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int) -> 
                           done_ranges=[(e.start, e.count) for e in entries])
     settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, job_files(spec), spec.timeout, None)
     run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings, decoder,
-                 time.monotonic(), generation, custom, resumed=len(entries))
+                 time.monotonic(), generation, custom, resumed=len(entries),
+                 packages=PackageResolver(spec.requires, packages) if spec.requires else None)
     for entry in entries:
         run.values[entry.start] = entry.value
     return run
 
 
-def prepare_stream(spec: JobSpec, generation: int, prefetch: int, sink: ResultSink) -> JobRun:
+def prepare_stream(spec: JobSpec, generation: int, prefetch: int, sink: ResultSink,
+                   packages: PackageSource = PackageSource()) -> JobRun:
     """A streaming run for the Python API: chunks are added as the user submits work, values go to `sink`."""
     scheduler = Scheduler(0, None, spec.retries, prefetch, streaming=True, stop_on_mistake=False)
     settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, {}, spec.timeout, None)
     return JobRun(spec, scheduler, None, settings, ValueDecoder(spec.result_types), time.monotonic(), generation,
-                  sink=sink)
+                  sink=sink, packages=PackageResolver(spec.requires, packages) if spec.requires else None)
 
 
 def _plus(total: Optional[int], resumed: int) -> Optional[int]:

@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from console.errors import JobFileError
 from console.tomlfile import Located, load
 
-__all__ = ["JobSpec", "JobInput", "load_job", "parse_job"]
+__all__ = ["JobSpec", "JobInput", "load_job", "parse_job", "requirement_problem"]
 
 JOB_KEYS = {"name", "function", "chunk_function", "files", "chunk_size", "retries", "timeout", "reduce",
-            "result_types", "max_reply_mb"}
+            "result_types", "max_reply_mb", "requires", "requirements"}
 INPUT_KEYS = {"range", "items", "file"}
 OUTPUT_KEYS = {"path"}
 REDUCERS = ("sum", "merge", "list", "dict")
@@ -81,6 +81,8 @@ class JobSpec:
     """"module:qualname" of the types a chunk's value may hold beyond plain data (e.g. "fractions:Fraction")."""
     max_reply_mb: float = 256.0
     """The largest reply an agent may send; a larger one fails the node that sent it."""
+    requires: Tuple[str, ...] = ()
+    """PEP 508 requirements the job imports ("numpy>=1.26"), shipped to each node as wheels for its platform."""
 
     @property
     def combine(self) -> str:
@@ -170,6 +172,7 @@ def parse_job(data: Dict[str, Any], text: str, path: Path, output: Optional[Path
     max_reply_mb = want("job", "max_reply_mb", job.get("max_reply_mb", 256), (int, float), "a number of megabytes")
     if max_reply_mb <= 0:
         raise err("[job] max_reply_mb must be more than 0.", "job", 0, "max_reply_mb")
+    requires = _requirements(err, job, path)
     job_input = _input(err, inp, path)
     if output is None:
         raw = out.get("path", f"{name}.results.json")
@@ -179,7 +182,57 @@ def parse_job(data: Dict[str, Any], text: str, path: Path, output: Optional[Path
     return JobSpec(path=path, name=name, function=function, mode=mode, files=tuple(file_paths),
                    chunk_size=chunk_size, retries=retries, timeout=float(timeout), reduce=reduce,
                    input=job_input, output=output, result_types=tuple(result_types),
-                   max_reply_mb=float(max_reply_mb))
+                   max_reply_mb=float(max_reply_mb), requires=requires)
+
+
+def _requirements(err: Located, job: Dict[str, Any], path: Path) -> Tuple[str, ...]:
+    """[job] requires = ["numpy>=1.26"] or requirements = "requirements.txt" (one requirement a line, # comments),
+    each a PEP 508 requirement."""
+    if "requires" in job and "requirements" in job:
+        raise err("[job] takes requires = [...] or requirements = \"requirements.txt\", not both.", "job", 0,
+                  "requirements")
+    if "requirements" in job:
+        raw = job["requirements"]
+        if not isinstance(raw, str):
+            raise err(f"[job] requirements must be a file path string, not {raw!r}.", "job", 0, "requirements")
+        file_path = (path.parent / raw).resolve()
+        try:
+            text = file_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise err(f"[job] requirements {raw!r} cannot be read ({exc.strerror or exc}).", "job", 0,
+                      "requirements") from None
+        lines = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1)]
+        entries = [(f"{file_path}:{n}", line) for n, line in lines if line]
+        key = "requirements"
+    else:
+        listed = job.get("requires", [])
+        if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
+            raise err(f"[job] requires must be a list of requirement strings like [\"numpy>=1.26\"], not {listed!r}.",
+                      "job", 0, "requires")
+        entries = [("[job] requires", r.strip()) for r in listed]
+        key = "requires"
+    for where, line in entries:
+        problem = requirement_problem(line)
+        if problem:
+            raise err(f"{where}: {problem}", "job", 0, key)
+    return tuple(line for _, line in entries)
+
+
+def requirement_problem(line: str) -> str:
+    """Why `line` cannot be one of a job's requirements, as a sentence; "" when it can."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if line.startswith("-"):
+        return (f"{line!r} is a pip option; only requirements are read here (name the index or a wheelhouse "
+                "folder in the inventory's [packages] table).")
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement as exc:
+        return f"{line!r} is not a requirement ({exc}); write it like \"numpy>=1.26\"."
+    if requirement.url:
+        return (f"{line!r} names a URL; nodes get wheels resolved by name and version (put the wheel in the "
+                "inventory's wheelhouse folder and name it here).")
+    return ""
 
 
 def _is_ref(value: str) -> bool:

@@ -133,6 +133,9 @@ class NodeSnapshot:
     """The node's last chunks, newest last."""
     log: Tuple[str, ...] = ()
     """The agent's last log lines (its stderr), newest last."""
+    packages: str = ""
+    """The running job's requirements on this node: the wheels it imports ("numpy 2.0.2"), or why it sits the
+    job out; "" when the job requires nothing."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ fd 1 then points at stderr (the agent's log). No socket is opened. The agent
 serves requests on a few threads, so a metrics call is answered while another
 waits for outcomes, and exits when its stdin closes (the session ended).
 
+`--wheel-tags` prints the node's wheel ABI and platform tags as JSON and exits
+(`console status --job` asks it, nodeagent/wheels.py).
+
 `--pool N` (the console's node sessions pass it; `console bootstrap` does not)
 starts N workers at once, before rpyc is even imported, so they come up while
 the agent and the console say hello; the first job with N workers takes them.
@@ -56,7 +59,14 @@ def watch_for_silence(service: Any) -> None:
 
 
 def main() -> None:
-    """Serve until the console goes away, then exit at once."""
+    """Serve until the console goes away, then exit at once (`--wheel-tags`: print this node's wheel tags)."""
+    if "--wheel-tags" in sys.argv:
+        import json
+
+        from nodeagent.wheels import wheel_tags
+
+        print(json.dumps(wheel_tags()))
+        return
     fds = take_stdio()
     pool = warm_pool(sys.argv, fds)
     import rpyc

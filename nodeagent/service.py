@@ -23,6 +23,7 @@ from nodeagent.cache import cache_dir, content_hash
 from nodeagent.metrics import Sampler
 from nodeagent.pool import ChunkPool, Task, default_start_method
 from nodeagent.stdio import log
+from nodeagent.wheels import missing, store_part, wheel_dir, wheel_tags
 from nodeagent.wire import PROTOCOL_VERSION, ChunkItems, Collected, JobSettings, MetricsSample, NodeInfo, encode
 
 __all__ = ["AgentService", "describe_node"]
@@ -57,6 +58,7 @@ def store_job_files(files: Dict[str, bytes]) -> str:
 
 def describe_node(sampler: Sampler) -> NodeInfo:
     """Who this node is: the handshake's answer."""
+    abi, platform_tag = wheel_tags()
     return NodeInfo(
         protocol=PROTOCOL_VERSION,
         hostname=socket.gethostname(),
@@ -67,6 +69,8 @@ def describe_node(sampler: Sampler) -> NodeInfo:
         pid=os.getpid(),
         metrics=sampler.source,
         start_method=default_start_method(),
+        abi=abi,
+        platform=platform_tag,
     )
 
 
@@ -110,7 +114,10 @@ class AgentService(rpyc.Service):
         """Take a job's pickled JobSettings, store its files, start a fresh pool for it; returns the pool size."""
         self.last_call = time.monotonic()
         settings = JobSettings(*pickle.loads(job))
-        paths = (store_job_files(settings.files),)
+        paths = (store_job_files(settings.files),) + tuple(wheel_dir(d) for d in settings.wheels)
+        absent = missing(settings.wheels)
+        if absent:
+            raise RuntimeError("start_job before its wheels %s" % ", ".join(absent))
         workers = settings.workers or os.cpu_count() or 1
         with self._lock:
             warm, self._warm = self._warm, None
@@ -134,6 +141,18 @@ class AgentService(rpyc.Service):
             if path not in self._paths:
                 self._paths = (path,) + self._paths
         log("job %r: %s added to its files" % (self._job.name if self._job else "", path))
+
+    def exposed_missing_wheels(self, digests: tuple) -> bytes:
+        """Which of these wheels (SHA-256 digests) this node has not got yet."""
+        self.last_call = time.monotonic()
+        return encode(tuple(missing(tuple(digests))))
+
+    def exposed_put_wheel(self, digest: str, offset: int, data: bytes, last: bool) -> None:
+        """One part of a wheel's file; the last one unpacks it (nodeagent/wheels.py)."""
+        self.last_call = time.monotonic()
+        store_part(str(digest), int(offset), bytes(data), bool(last))
+        if last:
+            log("wheel %s stored" % digest[:16])
 
     def exposed_exchange(self, batch: bytes, wait: float) -> bytes:
         """Queue a pickled batch of ChunkItems (b"" for none), then return Collected: the outcomes finished

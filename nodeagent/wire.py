@@ -16,12 +16,13 @@ standard library only. `PROTOCOL_VERSION` names this layout.
 
 import io
 import pickle
+import re
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_LOG_LINE", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
     "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info", "decode_metrics",
-    "decode_collected", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
+    "decode_collected", "decode_digests", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
 ]
 
 PROTOCOL_VERSION = 4
@@ -62,6 +63,10 @@ class NodeInfo(NamedTuple):
     metrics: str
     """"psutil" or "fallback"."""
     start_method: str
+    abi: str
+    """The wheel ABI tag of the node's Python ("cp39"); nodeagent/wheels.py."""
+    platform: str
+    """The wheel platform tag pip downloads for ("manylinux_2_36_x86_64", "win_amd64"), "" for none."""
 
 
 class JobSettings(NamedTuple):
@@ -79,6 +84,8 @@ class JobSettings(NamedTuple):
     timeout: float
     workers: Optional[int]
     """Pool size; None means the node's core count."""
+    wheels: Tuple[str, ...] = ()
+    """The SHA-256 of each wheel the job's workers import from (sent before the job, nodeagent/wheels.py)."""
 
 
 class ChunkItems(NamedTuple):
@@ -218,8 +225,22 @@ def decode_info(data: Any) -> NodeInfo:
     theirs = value[0] if type(value) is tuple and value else value.get("protocol") if type(value) is dict else None
     if type(theirs) is int and theirs != PROTOCOL_VERSION:  # protocol 1 answered a dict
         raise ProtocolMismatch(f"the agent speaks protocol {theirs} and this console {PROTOCOL_VERSION}")
-    return NodeInfo(*_fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,),
-                                                (str,))))
+    info = NodeInfo(*_fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,),
+                                                (str,), (str,), (str,))))
+    if not (_TAG.match(info.abi) and (not info.platform or _TAG.match(info.platform))):
+        raise WireError("its hello names wheel tags that are not tags")
+    return info
+
+
+_TAG = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def decode_digests(data: Any, asked: Sequence[str]) -> Tuple[str, ...]:
+    """The wheel digests a node says it lacks: a subset of those asked about."""
+    value = _loads_plain(data, "missing wheels")
+    if type(value) is not tuple or not all(type(d) is str and d in asked for d in value):
+        raise WireError("it answered which wheels it lacks with something other than some of those asked about")
+    return value
 
 
 def decode_metrics(data: Any) -> MetricsSample:

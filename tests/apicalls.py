@@ -41,3 +41,10 @@ def half(x: int) -> Fraction:
 
 def die(x: int) -> None:
     os._exit(3)
+
+
+def tiny_scaled(x):
+    """x times the VALUE of the tinypkg wheel the call was shipped with (tests/test_packages.py)."""
+    import tinypkg
+
+    return tinypkg.scaled(x)

@@ -244,3 +244,9 @@ def test_history_keeps_the_whole_job_in_bounded_samples() -> None:
         history.add(float(t), float(t), None)
     assert len(history.samples) <= 4
     assert history.samples[0][0] == 0.0 and history.samples[-1][0] >= 12.0
+
+
+def test_node_heading_shows_the_jobs_packages_on_the_node() -> None:
+    ready = dataclasses.replace(BARE, packages="numpy 2.0.2, sympy 1.13.3")
+    assert node_heading(ready, "new-1").splitlines()[-1] == "packages: numpy 2.0.2, sympy 1.13.3"
+    assert "packages" not in node_heading(BARE, "new-1")

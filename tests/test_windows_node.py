@@ -27,7 +27,7 @@ from console.jobspec import load_job
 from console.tui.app import ConsoleApp
 from console.tui.widgets import NodeTable
 from helpers import ROOT, communicate, results, run_console, wait_for, write_job
-from test_ssh_cluster import expected_factorisation, table_rows
+from test_ssh_cluster import OLDEST, expected_factorisation, table_rows
 from test_tui_live import SIZE, job_ended, run_live, until
 from test_tui_pilot import row_texts, static_text
 
@@ -126,6 +126,74 @@ def test_the_python_api_on_a_windows_node(cluster, tmp_path):
             with pytest.raises(RuntimeError,
                                match=r"shipped by value from Python 3\.\d+ and this node runs Python 3\.13"):
                 executor.submit(lambda: 1).result(timeout=120)
+
+
+NUMPY = "numpy>=1.26,<2.2"
+"""numpy 2.2 and later call ucrtbase's crealf, which Wine 8 lacks; 2.1 is the newest that imports under Wine."""
+
+
+def numpy_lab(cluster, tmp_path: Path, requires: str = NUMPY, nodes=("node1", "node2")) -> tuple:
+    """A job calling numpy per item, and an inventory of `nodes` (node1's Python is 3.9 without numpy) plus the
+    local node."""
+    (tmp_path / "npjob.py").write_text("import time\n\nimport numpy as np\n\n\ndef dot(n):\n"
+                                       "    time.sleep(0.15)  # long enough for every node to join\n"
+                                       "    a = np.arange(n, dtype=np.int64)\n    return int(a @ a)\n")
+    job = tmp_path / "np.toml"
+    job.write_text(f'[job]\nfunction = "npjob:dot"\nfiles = ["npjob.py"]\nchunk_size = 4\nreduce = "sum"\n'
+                   f'requires = ["{requires}"]\n[input]\nrange = [0, 120]\n[output]\npath = "{tmp_path / "np.json"}"\n')
+    inv = inventory(cluster, tmp_path, *nodes, node1={"python": OLDEST, "workers": 1})
+    inv.write_text(inv.read_text() + '\n[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
+    return job, inv
+
+
+NUMPY_ANSWER = sum(i * i for n in range(120) for i in range(n))
+
+
+def packages_column(stdout: str) -> dict:
+    """{node: its packages cell} from a bootstrap/status table printed with --job."""
+    rows = [line.split() for line in stdout.splitlines() if line.split()[:1] in (["node1"], ["node2"], ["local"])]
+    return {row[0]: " ".join(row[7:-2]) for row in rows}
+
+
+def test_numpy_job_over_a_node_without_numpy_the_local_node_and_a_windows_node(cluster, tmp_path):
+    """Each node imports numpy from the wheels for its own platform (cp39 manylinux on node1, whose Python has no
+    numpy; cp311 manylinux here; cp313 win_amd64 under Wine). `console bootstrap --job` sends them, `status --job`
+    then says every node is ready, and the run sends nothing; the Windows node alone gives the same answer."""
+    job, inv = numpy_lab(cluster, tmp_path)
+    assert subprocess.run([OLDEST, "-c", "import numpy"], capture_output=True).returncode != 0
+    proc = run_console("bootstrap", "--inventory", str(inv), "--job", str(job), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sent = packages_column(proc.stdout)
+    assert sent["node1"] == sent["node2"] == "sent 1" and sent["local"] in ("sent 1", "ready"), proc.stdout
+    proc = run_console("status", "--inventory", str(inv), "--job", str(job), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert packages_column(proc.stdout) == dict.fromkeys(("node1", "node2", "local"), "ready"), proc.stdout
+    proc = run_console("run", str(job), "--inventory", str(inv), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "np.json").read_text())
+    assert doc["result"] == NUMPY_ANSWER
+    assert doc["packages"] == {"node1": {"wheels": ["numpy 2.0.2"], "sent": 0},
+                               "node2": {"wheels": ["numpy 2.1.3"], "sent": 0},
+                               "local": {"wheels": ["numpy 2.1.3"], "sent": 0}}, doc["packages"]
+    proc = run_console("run", str(job), "--inventory", str(inventory(cluster, tmp_path, "node2")), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "np.json").read_text())
+    assert doc["result"] == NUMPY_ANSWER and doc["nodes"]["node2"]["items"] == 120
+    assert doc["packages"] == {"node2": {"wheels": ["numpy 2.1.3"], "sent": 0}}
+
+
+def test_a_requirement_without_a_wheel_for_one_node_leaves_it_out_and_the_others_finish(cluster, tmp_path):
+    """numpy 2.1 needs Python 3.10: node1 (3.9) sits the job out with the sentence; Windows and local run it."""
+    job, inv = numpy_lab(cluster, tmp_path, requires="numpy>=2.1,<2.2")
+    proc = run_console("run", str(job), "--inventory", str(inv), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "np.json").read_text())
+    assert doc["result"] == NUMPY_ANSWER
+    assert set(doc["packages"]) == {"node2", "local"} and "node1" not in doc["nodes"]
+    sentence = doc["node_errors"]["node1"]
+    assert sentence.startswith("node1: no wheel of numpy<2.2,>=2.1 for its Python 3.9 (cp39) on manylinux_2_")
+    assert "it sits this job out" in sentence and "--python-version 3.9" in sentence
+    assert sentence in " ".join(proc.stdout.split())
 
 
 def test_chunk_that_raises_on_windows_is_retried_then_reported(cluster, tmp_path):

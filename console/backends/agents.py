@@ -14,6 +14,7 @@ the job (console/cluster.py), never blaming the node.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pickle
 import sys
@@ -26,6 +27,7 @@ from console.agentlink import AgentLink, Progress, start_local_agent
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
+from console.packages import PackagesUnavailable, node_platform
 from console.rates import RateMeter
 from console.scheduler import (
     Cancel, ChunkFailed, ChunkFinished, Event, Instruction, NodeDraining, NodeJoined, SendChunks,
@@ -77,6 +79,10 @@ class NodeSession(threading.Thread):
         self.stopping = threading.Event()
         self.stop_reason = "stopped"
         """What the scheduler is told when the session stops on request."""
+        self.packages = ""
+        """The job's requirements on this node: the wheels it imports them from, or why it sits the job out."""
+        self.sat_out: Optional[Tuple[int, str]] = None
+        """(job generation, sentence) when no wheels fit this node's platform for that job."""
         self._link: Optional[AgentLink] = None
         self._generation = -1
         self._files_sent = 0
@@ -181,9 +187,12 @@ class NodeSession(threading.Thread):
         job = self.cluster.job
         if job is None or job.generation == self._generation or job.status != "running":
             return
-        link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
-        self.workers = link.start_job(job.settings._replace(workers=self.node.workers))
         self._generation = job.generation
+        wheels = self._stage_packages(link, job)
+        if wheels is None:
+            return
+        link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
+        self.workers = link.start_job(job.settings._replace(workers=self.node.workers, wheels=wheels))
         self._files_sent = 0
         self._sent.clear()
         now = time.monotonic()
@@ -191,6 +200,36 @@ class NodeSession(threading.Thread):
         if self.draining:
             events.append(NodeDraining(self.node.name, now))
         self.cluster.handle(events)
+
+    def _stage_packages(self, link: AgentLink, job: JobRun) -> Optional[Tuple[str, ...]]:
+        """The digests of the job's wheels for this node, sent to it first where it lacks them; None when no
+        set of wheels fits its platform: it sits this job out, saying why."""
+        self.sat_out = None
+        if job.packages is None:
+            self.packages = ""
+            return ()
+        resolving = concurrent.futures.Future()  # type: ignore[var-annotated]
+        threading.Thread(target=_settle, args=(resolving, job.packages.wheels_for, node_platform(self.info)),
+                         name=f"packages-{self.node.name}", daemon=True).start()
+        try:
+            while True:  # pip may take a while: the agent hears from the console meanwhile
+                try:
+                    wheels = resolving.result(timeout=METRICS_EVERY_S * 5)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if self.stopping.is_set() or not job.running:
+                        return None
+                    self._sample(link)
+        except PackagesUnavailable as exc:
+            self.sat_out = (job.generation, f"{self.node.name}: {exc}.")
+            self.packages = self.sat_out[1]
+            self.log(self.sat_out[1])
+            return None
+        sent = link.stage_wheels([(w.digest, w.file) for w in wheels], self.log)
+        self.packages = ", ".join(w.project for w in wheels)
+        with self.cluster.lock:
+            job.packages_by_node[self.node.name] = {"wheels": [w.project for w in wheels], "sent": sent}
+        return tuple(w.digest for w in wheels)
 
     def _flush(self, link: AgentLink) -> List[ChunkItems]:
         """Carry out the queued instructions: cancels and the job's new files at once; the chunks to send
@@ -250,6 +289,14 @@ class NodeSession(threading.Thread):
             self.metrics.update(sample._asdict())
             if sample.cpu_percent is not None:
                 self.cpu_history.append(sample.cpu_percent)
+
+
+def _settle(future: "concurrent.futures.Future[Any]", call: Any, *args: Any) -> None:
+    """Run `call(*args)` into `future` (on a thread of its own)."""
+    try:
+        future.set_result(call(*args))
+    except BaseException as exc:  # whatever it raised is the waiter's to handle
+        future.set_exception(exc)
 
 
 NODE_FAULTS = (EOFError, TimeoutError, OSError, ConsoleError, WireError)
@@ -347,12 +394,19 @@ class AgentBackend:
                 self._start_session(self.sessions[name].node, reason)
 
     def all_failed(self) -> bool:
-        """Every node failed for good: no job can finish."""
-        return bool(self.sessions) and all(s.state == "failed" for s in self.sessions.values())
+        """Every node failed for good, or sits the current job out (no wheels fit it): the job cannot finish."""
+        return bool(self.sessions) and all(s.state == "failed" or self._sits_out(s) for s in self.sessions.values())
 
     def node_errors(self) -> Dict[str, str]:
-        """Why each failed node failed."""
-        return {name: s.error for name, s in self.sessions.items() if s.state == "failed" and s.error}
+        """Why each failed node failed, or sits the current job out."""
+        errors = {name: s.error for name, s in self.sessions.items() if s.state == "failed" and s.error}
+        errors.update((name, s.sat_out[1]) for name, s in self.sessions.items()  # type: ignore[index]
+                      if self._sits_out(s) and name not in errors)
+        return errors
+
+    def _sits_out(self, session: NodeSession) -> bool:
+        job = self.cluster.job if self.cluster is not None else None
+        return session.sat_out is not None and job is not None and session.sat_out[0] == job.generation
 
     def snapshots(self, job: Optional[JobRun]) -> Tuple[NodeSnapshot, ...]:
         """Every node as the UIs show it (under the cluster lock)."""
@@ -422,6 +476,7 @@ class AgentBackend:
             busy_seconds=tally.busy_seconds if tally else 0.0,
             recent_chunks=tuple(ChunkRecord(*r) for r in tally.recent) if tally else (),  # type: ignore[arg-type]
             log=tuple(session.log_lines)[-50:],
+            packages=session.packages if job is not None and job.packages is not None else "",
         )
 
 

@@ -38,6 +38,8 @@ def node_heading(node: Optional[NodeSnapshot], name: str) -> str:
         f" · {f.rate(node.items_per_s)} items/s · {node.errors} errors",
         f"load {load} · metrics from {node.metrics_source or NA}",
     ]
+    if node.packages:
+        lines.append(f"packages: {node.packages}")
     if node.error:
         lines.append(f"error: {node.error}")
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""A job's packages on a node: this node's wheel tags, and wheels stored once by content hash.
+
+The console resolves a job's requirements for the tags a node reports
+(`wheel_tags`: its CPython ABI and the platform tag pip downloads for), asks
+which wheels the node lacks (`missing`), and sends those in parts
+(`store_part`). The last part checks the whole file's SHA-256 and unpacks the
+wheel into <cache>/wheels/<sha256>/, which a job's workers put on sys.path
+ahead of the node's own packages. Each wheel has its own directory, so two
+jobs needing two versions of a package never share one. Standard library only.
+"""
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import struct
+import sys
+import sysconfig
+import zipfile
+from typing import Iterable, List, Tuple
+
+from nodeagent.cache import cache_dir
+
+__all__ = ["wheel_tags", "wheel_dir", "missing", "store_part", "DIGEST"]
+
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+"""A wheel's name on the node: the SHA-256 of its file, in hex."""
+
+
+def wheel_tags() -> Tuple[str, str]:
+    """(ABI, platform) of this Python as wheel tags: ("cp39", "manylinux_2_36_x86_64"), ("cp313",
+    "win_amd64"); the platform is "" where no binary wheel can fit (another implementation, an unknown libc)."""
+    version = "%d%d" % sys.version_info[:2]
+    free_threaded = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    abi = "cp%s%s" % (version, free_threaded)
+    if sys.implementation.name != "cpython":
+        return sys.implementation.name, ""
+    name = sysconfig.get_platform()
+    if name.startswith("win") or name.startswith("macosx"):
+        return abi, re.sub(r"[-.]", "_", name)
+    if not name.startswith("linux-"):
+        return abi, ""
+    machine = name.split("-", 1)[1]
+    if struct.calcsize("P") == 4:  # a 32-bit Python on a 64-bit kernel (Raspberry Pi OS, for one)
+        machine = {"aarch64": "armv7l", "x86_64": "i686"}.get(machine, machine)
+    libc, libc_version = platform.libc_ver()
+    found = re.match(r"(\d+)\.(\d+)", libc_version or "")
+    if libc != "glibc" or not found:
+        return abi, ""
+    return abi, "manylinux_%s_%s_%s" % (found.group(1), found.group(2), machine)
+
+
+def wheel_dir(digest: str) -> str:
+    """Where the wheel named `digest` is unpacked on this node."""
+    return os.path.join(cache_dir(), "wheels", digest)
+
+
+def missing(digests: Iterable[str]) -> List[str]:
+    """The wheels of `digests` this node has not unpacked yet."""
+    return [d for d in digests if DIGEST.match(d) and not os.path.isdir(wheel_dir(d))]
+
+
+def store_part(digest: str, offset: int, data: bytes, last: bool) -> None:
+    """Write one part of a wheel's file at `offset`; after the last, check the file and unpack it."""
+    if not DIGEST.match(digest):
+        raise ValueError("not a wheel digest: %r" % digest[:80])
+    target = wheel_dir(digest)
+    if os.path.isdir(target):
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = "%s.%d.whl" % (target, os.getpid())
+    with open(partial, "r+b" if offset else "wb") as f:
+        f.seek(offset)
+        f.write(data)
+    if last:
+        try:
+            _unpack(partial, digest, target)
+        finally:
+            os.remove(partial)
+
+
+def _unpack(path: str, digest: str, target: str) -> None:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    if sha.hexdigest() != digest:
+        raise ValueError("wheel %s arrived damaged (its SHA-256 is %s)" % (digest, sha.hexdigest()))
+    staging = "%s.%d.part" % (target, os.getpid())
+    with zipfile.ZipFile(path) as wheel:
+        wheel.extractall(staging)
+    for data_dir in [d for d in os.listdir(staging) if d.endswith(".data")]:
+        for scheme in ("purelib", "platlib"):  # what an installer puts beside the package's own files
+            source = os.path.join(staging, data_dir, scheme)
+            if os.path.isdir(source):
+                for entry in os.listdir(source):
+                    os.replace(os.path.join(source, entry), os.path.join(staging, entry))
+    try:
+        os.rename(staging, target)
+    except OSError:  # another agent unpacked it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.isdir(target):
+            raise
