@@ -204,3 +204,21 @@ def test_numpy_on_an_emulated_aarch64_node_gets_aarch64_wheels(tmp_path):
         assert document["packages"] == {"node1": {"wheels": ["numpy 2.1.3"], "sent": 1}}
         unpacked = cluster.node("node1").cache_dir / "cluster-console" / "wheels"
         assert list(unpacked.glob("*/numpy/_core/_multiarray_umath.cpython-311-aarch64-linux-gnu.so"))
+
+
+def test_a_node_lacking_a_system_library_the_wheel_needs_sits_the_job_out_with_a_sentence(tmp_path):
+    """The wheel imports, then its module fails as a binding does without its shared library: the node takes no
+    more chunks of the job (here the only node: no node is usable, exit 3) and the sentence says what to do."""
+    wheelhouse = tmp_path / "wheelhouse"
+    make_wheel(wheelhouse, "glpkg", "1.0", 'raise ImportError("libGL.so.1: cannot open shared object file: No such '
+                                           'file or directory")\n')
+    job, inventory = write_lab(tmp_path, 'requires = ["glpkg"]', function="gljob:run")
+    (tmp_path / "gljob.py").write_text("def run(x):\n    import glpkg\n    return x\n")
+    job.write_text(job.read_text().replace('"tinyjob.py"', '"gljob.py"'))
+    proc, document = run_job(tmp_path, job, inventory)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    sentence = document["node_errors"]["local"]
+    assert sentence.startswith("local: the job's code does not import on its Python 3.")
+    assert "(ImportError: libGL.so.1: cannot open shared object file" in sentence
+    assert "install what is missing on local" in sentence
+    assert document["chunks"]["done"] == 0 and len(document["attempts"]) <= 2 * 2

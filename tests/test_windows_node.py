@@ -196,6 +196,30 @@ def test_a_requirement_without_a_wheel_for_one_node_leaves_it_out_and_the_others
     assert sentence in " ".join(proc.stdout.split())
 
 
+def test_offline_the_numpy_job_takes_its_wheels_from_a_wheelhouse_alone(cluster, tmp_path):
+    """The README's offline lab: wheels for each platform fetched into a folder beforehand; the inventory names
+    that folder alone, the console runs with its proxies pointing nowhere and a fresh cache, and every node
+    still gets numpy."""
+    job, inv = numpy_lab(cluster, tmp_path)
+    wheelhouse = tmp_path / "wheels"
+    for python, platform in (("3.9", "manylinux_2_17_x86_64"), ("3.11", "manylinux_2_17_x86_64"),
+                             ("3.13", "win_amd64")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(wheelhouse),
+                        "--python-version", python, "--implementation", "cp", "--abi", "cp" + python.replace(".", ""),
+                        "--platform", platform, NUMPY], check=True, capture_output=True, timeout=600)
+    inv.write_text('[packages]\nwheelhouse = "wheels"\n\n' + inv.read_text())
+    nowhere = "http://127.0.0.1:9"
+    offline = {"http_proxy": nowhere, "https_proxy": nowhere, "HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere,
+               "PIP_INDEX_URL": nowhere, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_console("run", str(job), "--inventory", str(inv), env=offline, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "np.json").read_text())
+    assert doc["result"] == NUMPY_ANSWER
+    assert {node: shipped["wheels"] for node, shipped in doc["packages"].items()} == {
+        "node1": ["numpy 2.0.2"], "node2": ["numpy 2.1.3"], "local": ["numpy 2.1.3"]}, doc["packages"]
+    assert doc["packages"]["local"]["sent"] == 1
+
+
 def test_chunk_that_raises_on_windows_is_retried_then_reported(cluster, tmp_path):
     """Item 13 raises every time: three attempts, then the failure with the Windows node's traceback."""
     job = write_job(tmp_path, function="faulty:boom_on_13", items=range(30), chunk_size=5, retries=2)

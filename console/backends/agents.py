@@ -269,8 +269,11 @@ class NodeSession(threading.Thread):
                                           o.seconds, now, final=True, worker=o.worker))
                 continue
             if o.status != "ok":
+                detail = decode_error_detail(o.value)
                 events.append(ChunkFailed(name, o.chunk, o.attempt, o.status, o.error, o.traceback, o.seconds, now,
-                                          detail=decode_error_detail(o.value), worker=o.worker))
+                                          detail=detail, worker=o.worker))
+                if detail is not None and detail.type in IMPORT_ERRORS and job is not None and job.packages:
+                    events += self._sit_out_unimportable(job, o.error, now)
                 continue
             assert job is not None, "the node holds chunks of a job"
             try:
@@ -282,6 +285,23 @@ class NodeSession(threading.Thread):
                 continue
             events.append(ChunkFinished(name, o.chunk, o.attempt, value, o.seconds, now, o.worker))
         return events
+
+    def _sit_out_unimportable(self, job: JobRun, error: str, now: float) -> List[Event]:
+        """A chunk of a job with requirements could not import something here: every chunk would fail the same
+        way on this node (a system library the wheels do not carry), so it takes no more of the job's chunks."""
+        if self.sits_out_of(job):
+            return []
+        sentence = (f"{self.node.name}: the job's code does not import on its {node_platform(self.info).describe()} "
+                    f"({error}); it sits this job out. Wheels carry what pip ships, not system libraries: install "
+                    f"what is missing on {self.node.name}, or add the missing package to the job's requires")
+        self.sat_out = (job.generation, sentence)
+        self.packages = sentence
+        self.log(sentence)
+        return [NodeDraining(self.node.name, now)]
+
+    def sits_out_of(self, job: JobRun) -> bool:
+        """This node takes no part in `job` (no wheels fit it, or what the job imports does not import here)."""
+        return self.sat_out is not None and self.sat_out[0] == job.generation
 
     def _sample(self, link: AgentLink) -> None:
         sample = link.metrics()
@@ -298,6 +318,9 @@ def _settle(future: "concurrent.futures.Future[Any]", call: Any, *args: Any) -> 
     except BaseException as exc:  # whatever it raised is the waiter's to handle
         future.set_exception(exc)
 
+
+IMPORT_ERRORS = ("builtins:ImportError", "builtins:ModuleNotFoundError")
+"""A chunk's exception types that say the node lacks something the job imports."""
 
 NODE_FAULTS = (EOFError, TimeoutError, OSError, ConsoleError, WireError)
 """What a link or an agent raises; any other exception in a session is the console's own bug."""
@@ -406,7 +429,7 @@ class AgentBackend:
 
     def _sits_out(self, session: NodeSession) -> bool:
         job = self.cluster.job if self.cluster is not None else None
-        return session.sat_out is not None and job is not None and session.sat_out[0] == job.generation
+        return job is not None and session.sits_out_of(job)
 
     def snapshots(self, job: Optional[JobRun]) -> Tuple[NodeSnapshot, ...]:
         """Every node as the UIs show it (under the cluster lock)."""
