@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from console.errors import JobFileError
 from console.tomlfile import Located, load
@@ -43,11 +43,12 @@ class JobInput:
             return len(range(*self.range))
         return len(self.items or ())
 
-    def slice(self, start: int, count: int) -> List[Any]:
-        """Items start .. start+count-1."""
+    def slice(self, start: int, count: int) -> Sequence[Any]:
+        """Items start .. start+count-1: a range for a range input (it pickles as three numbers, however many
+        items it holds; workers hand a chunk function a list), else a list."""
         if self.range is not None:
             first, _, step = self.range
-            return list(range(first + start * step, first + (start + count) * step, step))
+            return range(first + start * step, first + (start + count) * step, step)
         return list((self.items or ())[start:start + count])
 
 

@@ -24,6 +24,8 @@ from nodeagent.wire import describe_error
 __all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main"]
 
 _functions: Dict[str, Callable[..., Any]] = {}
+SUM_BLOCK = 4096
+"""Items whose values a worker holds at once when it sums a chunk."""
 
 
 def resolve(ref: str, fresh: bool = False) -> Callable[..., Any]:
@@ -62,16 +64,29 @@ def _check(fn_ref: str, combine: str, value: Any, where: str) -> None:
                          % (fn_ref, _kind(value), where))
 
 
-def run_chunk(fn_ref: str, mode: str, combine: str, items: List[Any]) -> Any:
+def run_chunk(fn_ref: str, mode: str, combine: str, items: Sequence[Any]) -> Any:
     """Run one chunk's items through the job function; the chunk's value.
 
-    `combine` is the job file's reduce as far as a worker applies it: "sum" and "merge" fold an item
-    function's results (and check a chunk function's value), "dict" collects {item: value}."""
+    `items` is a list, or a range when the job's input is one (it travels as three numbers). `combine` is the
+    job file's reduce as far as a worker applies it: "sum" and "merge" fold an item function's results (and
+    check a chunk function's value), "dict" collects {item: value}."""
     fn = resolve(fn_ref)
     if mode == "chunk":
-        value = fn(items)
+        value = fn(list(items) if type(items) is range else items)
         _check(fn_ref, combine, value, "the chunk starting at item %r" % (items[0] if items else None,))
         return value
+    if combine == "sum":  # block by block, so a chunk of millions of items never holds all its values
+        total: Any = 0
+        for start in range(0, len(items), SUM_BLOCK):
+            block = items[start:start + SUM_BLOCK]
+            values = [fn(item) for item in block]
+            try:
+                total = sum(values, total)  # the same additions, in the same order, as one sum of every value
+            except TypeError:  # say which value is not a number
+                for item, value in zip(block, values):
+                    _check(fn_ref, combine, value, "item %r" % (item,))
+                raise
+        return total
     results = [fn(item) for item in items]
     if combine == "dict":
         try:
@@ -79,13 +94,6 @@ def run_chunk(fn_ref: str, mode: str, combine: str, items: List[Any]) -> Any:
         except TypeError:  # an unhashable item
             raise JobMistake('reduce = "dict" collects {item: value}, but item %r cannot be a dict key; use '
                              'reduce = "list"' % (next(i for i in items if not isinstance(i, Hashable)),)) from None
-    if combine == "sum":
-        try:
-            return sum(results)
-        except TypeError:  # find the value that is not a number, to say so; the sum is the fast path
-            for item, result in zip(items, results):
-                _check(fn_ref, combine, result, "item %r" % (item,))
-            raise
     if combine == "merge":
         merged: Dict[Any, Any] = {}
         for item, part in zip(items, results):

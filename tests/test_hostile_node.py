@@ -27,7 +27,7 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from hostile_agent import exploit
-from nodeagent.wire import ValueDecoder, WireError, decode_collected
+from nodeagent.wire import PROTOCOL_VERSION, ValueDecoder, WireError, decode_collected, decode_digests, decode_info, encode
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_agent.py"
 ITEMS = range(60)
@@ -154,13 +154,29 @@ def test_every_crafted_payload_is_live_yet_the_decoders_refuse_it(tmp_path, monk
         payload = exploit(how, str(marker))
         with pytest.raises(Exception):
             ValueDecoder().loads(payload)
-        with pytest.raises(WireError):
-            decode_collected(payload)
+        for decode in (decode_collected, decode_info, lambda data: decode_digests(data, ["a" * 64])):
+            with pytest.raises(WireError):
+                decode(payload)
         assert not marker.exists(), how
         pickle.loads(payload)
         assert marker.exists(), f"the {how} payload is not live"
         marker.unlink()
         sys.modules.pop("hostile_import_marker", None)
+
+
+def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
+    """A node's wheel tags end up in pip's command line and file names, and its list of missing wheels decides
+    what is sent: anything but a tag, or a digest not asked about, breaks the protocol."""
+    hello = (PROTOCOL_VERSION, "h", "linux", "x86_64", "3.11.7", 2, 1, "psutil", "fork")
+    assert decode_info(encode(hello + ("cp311", "manylinux_2_36_x86_64"))).platform == "manylinux_2_36_x86_64"
+    for abi, tag in (("cp311", "--index-url=http://evil"), ("cp311 ", ""), ("cp311", "../../x")):
+        with pytest.raises(WireError, match="wheel tags that are not tags"):
+            decode_info(encode(hello + (abi, tag)))
+    asked = ["a" * 64, "b" * 64]
+    assert decode_digests(encode(("b" * 64,)), asked) == ("b" * 64,)
+    for reply in (("c" * 64,), ["a" * 64], ("a" * 64, 1)):
+        with pytest.raises(WireError, match="which wheels it lacks"):
+            decode_digests(encode(reply), asked)
 
 
 def test_a_wedged_agent_is_reconnected_once_its_chunks_are_far_past_their_timeout(tmp_path, monkeypatch):
