@@ -11,13 +11,11 @@ is printed with its spread (below 1.0: the Dask path is slower by that much).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from throughput import WORKERS, job_file, spread, steps_for  # noqa: E402
+from throughput import WORKERS, burn_job, spread  # noqa: E402
 
 from console.backends.dask import DaskBackend  # noqa: E402
 from console.cluster import Cluster  # noqa: E402
@@ -57,17 +55,8 @@ def start_dask(directory: Path) -> tuple:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--chunks", type=int, default=120)
-    parser.add_argument("--chunk-ms", type=float, default=50.0)
-    args = parser.parse_args()
-
-    steps = steps_for(args.chunk_ms)
-    work = tempfile.TemporaryDirectory()
-    directory = Path(work.name)
-    job = job_file(directory, "burn", [steps] * args.chunks, 1, 'chunk_function = "burn:burn"', "sum")
-    address, processes = start_dask(directory)
+    args, job, work = burn_job(__doc__)
+    address, processes = start_dask(Path(work.name))
     agents = Cluster([Node("local", transport="local", workers=WORKERS)])
     dask = Cluster(backend=DaskBackend(address))
     ratios = []

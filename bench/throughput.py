@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -81,18 +82,24 @@ def spread(values: list) -> str:
     return f"median {statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def burn_job(description: str) -> Tuple[argparse.Namespace, Path, tempfile.TemporaryDirectory]:
+    """The command line of the burn benchmarks (--reps, --chunks, --chunk-ms), and the job file it describes,
+    in a directory that lives as long as the returned TemporaryDirectory."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--chunks", type=int, default=120)
     parser.add_argument("--chunk-ms", type=float, default=50.0)
     args = parser.parse_args()
-
-    steps = steps_for(args.chunk_ms)
-    chunks = [[steps] for _ in range(args.chunks)]
+    args.steps = steps_for(args.chunk_ms)
     work = tempfile.TemporaryDirectory()
+    job = job_file(Path(work.name), "burn", [args.steps] * args.chunks, 1, 'chunk_function = "burn:burn"', "sum")
+    return args, job, work
+
+
+def main() -> None:
+    args, job, work = burn_job(__doc__)
+    chunks = [[args.steps] for _ in range(args.chunks)]
     directory = Path(work.name)
-    job = job_file(directory, "burn", [steps] * args.chunks, 1, 'chunk_function = "burn:burn"', "sum")
     warm = Cluster([Node("local", transport="local", workers=WORKERS)])
     warm.bootstrap()
     cold_ratio, warm_ratio = [], []
