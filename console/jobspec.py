@@ -221,7 +221,7 @@ def _requirements(err: Located, job: Dict[str, Any], path: Path) -> Tuple[str, .
 
 def requirement_problem(line: str) -> str:
     """Why `line` cannot be one of a job's requirements, as a sentence; "" when it can."""
-    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.requirements import InvalidRequirement, Requirement  # only jobs with requirements load it
 
     if line.startswith("-"):
         return (f"{line!r} is a pip option; only requirements are read here (name the index or a wheelhouse "

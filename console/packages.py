@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
 
 from console.inventory import PackageSource
 from nodeagent.cache import cache_dir
+from nodeagent.wheels import file_sha256
 
 __all__ = ["NodePlatform", "Wheel", "PackagesUnavailable", "PackageResolver", "node_platform", "pip_platforms"]
 
@@ -127,7 +128,7 @@ class PackageResolver:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             self._download(platform, staging)
-            wheels = [Wheel(target / p.name, _sha256(p)) for p in sorted(staging.glob("*.whl"))]
+            wheels = [Wheel(target / p.name, file_sha256(str(p))) for p in sorted(staging.glob("*.whl"))]
             (staging / "resolved.json").write_text(json.dumps(
                 {"requires": self.requires, "platform": platform._asdict(),
                  "wheels": [{"file": w.file.name, "digest": w.digest} for w in wheels]}, indent=1))
@@ -178,10 +179,3 @@ class PackageResolver:
         raise PackagesUnavailable(f"pip could not fetch the wheels for its {platform.describe()}: "
                                   f"{(errors or done.stderr.strip().splitlines() or ['no reason given'])[-1]}")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

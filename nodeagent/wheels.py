@@ -22,7 +22,7 @@ from typing import Iterable, List, Tuple
 
 from nodeagent.cache import cache_dir
 
-__all__ = ["wheel_tags", "wheel_dir", "missing", "store_part", "DIGEST"]
+__all__ = ["wheel_tags", "wheel_dir", "missing", "store_part", "file_sha256", "DIGEST"]
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 """A wheel's name on the node: the SHA-256 of its file, in hex."""
@@ -80,13 +80,19 @@ def store_part(digest: str, offset: int, data: bytes, last: bool) -> None:
             os.remove(partial)
 
 
-def _unpack(path: str, digest: str, target: str) -> None:
+def file_sha256(path: str) -> str:
+    """A file's SHA-256 in hex: a wheel's name, on the console and on every node."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
-    if sha.hexdigest() != digest:
-        raise ValueError("wheel %s arrived damaged (its SHA-256 is %s)" % (digest, sha.hexdigest()))
+    return sha.hexdigest()
+
+
+def _unpack(path: str, digest: str, target: str) -> None:
+    found = file_sha256(path)
+    if found != digest:
+        raise ValueError("wheel %s arrived damaged (its SHA-256 is %s)" % (digest, found))
     staging = "%s.%d.part" % (target, os.getpid())
     with zipfile.ZipFile(path) as wheel:
         wheel.extractall(staging)
