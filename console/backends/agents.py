@@ -27,7 +27,7 @@ from console.agentlink import AgentLink, Progress, start_local_agent
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
-from console.packages import PackagesUnavailable, node_platform
+from console.packages import PackagesUnavailable, Wheel, node_platform
 from console.rates import RateMeter
 from console.scheduler import (
     Cancel, ChunkFailed, ChunkFinished, Event, Instruction, NodeDraining, NodeJoined, SendChunks,
@@ -208,28 +208,39 @@ class NodeSession(threading.Thread):
         if job.packages is None:
             self.packages = ""
             return ()
+        self.set_state("bootstrapping")  # until its wheels are there: pip may take a while
+        try:
+            wheels = self._resolve_wheels(link, job)
+            if wheels is None:
+                return None
+            sent = link.stage_wheels([(w.digest, w.file) for w in wheels], self.log)
+        finally:
+            self.set_state("ready")
+        self.packages = ", ".join(w.project for w in wheels)
+        with self.cluster.lock:
+            job.packages_by_node[self.node.name] = {"wheels": [w.project for w in wheels], "sent": sent}
+        return tuple(w.digest for w in wheels)
+
+    def _resolve_wheels(self, link: AgentLink, job: JobRun) -> Optional[Tuple[Wheel, ...]]:
+        """The job's wheels for this node's platform, the agent hearing from the console while pip works; None
+        when none fit (the node sits the job out) or the job or session ended meanwhile."""
+        assert job.packages is not None, "the job has requirements"
+        platform = node_platform(self.info)
+        self.log(f"wheels of {', '.join(job.spec.requires)} for {platform.describe()}")
         resolving = concurrent.futures.Future()  # type: ignore[var-annotated]
-        threading.Thread(target=_settle, args=(resolving, job.packages.wheels_for, node_platform(self.info)),
+        threading.Thread(target=_settle, args=(resolving, job.packages.wheels_for, platform),
                          name=f"packages-{self.node.name}", daemon=True).start()
         try:
-            while True:  # pip may take a while: the agent hears from the console meanwhile
+            while not (self.stopping.is_set() or not job.running):
                 try:
-                    wheels = resolving.result(timeout=METRICS_EVERY_S * 5)
-                    break
+                    return resolving.result(timeout=METRICS_EVERY_S * 5)
                 except concurrent.futures.TimeoutError:
-                    if self.stopping.is_set() or not job.running:
-                        return None
                     self._sample(link)
         except PackagesUnavailable as exc:
             self.sat_out = (job.generation, f"{self.node.name}: {exc}.")
             self.packages = self.sat_out[1]
             self.log(self.sat_out[1])
-            return None
-        sent = link.stage_wheels([(w.digest, w.file) for w in wheels], self.log)
-        self.packages = ", ".join(w.project for w in wheels)
-        with self.cluster.lock:
-            job.packages_by_node[self.node.name] = {"wheels": [w.project for w in wheels], "sent": sent}
-        return tuple(w.digest for w in wheels)
+        return None
 
     def _flush(self, link: AgentLink) -> List[ChunkItems]:
         """Carry out the queued instructions: cancels and the job's new files at once; the chunks to send
