@@ -173,6 +173,17 @@ def test_an_unreachable_scheduler_is_one_sentence(tmp_path):
     assert "dask (tcp://127.0.0.1:9): cannot reach the scheduler" in output
 
 
+def test_requirements_on_a_dask_cluster_are_one_sentence(tmp_path):
+    """Dask workers import from their own environments: a job with requires is refused before anything runs."""
+    pytest.importorskip("distributed", reason="the Dask tests need the [dask] extra")
+    job = write_job(tmp_path, function="faulty:square", items=range(4), chunk_size=2)
+    job.write_text(job.read_text().replace("[input]", 'requires = ["numpy"]\n\n[input]'))
+    proc = run_console("run", str(job), "--engine", "dask://127.0.0.1:9", env=wide(), timeout=90)
+    output = " ".join(proc.stderr.split())
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{job}: requires ships wheels to the console's own nodes; a Dask cluster's workers" in output
+
+
 def test_dashboard_lists_the_dask_workers_with_live_figures(dask_cluster, tmp_path):
     from console.backends.dask import DaskBackend
     from console.cluster import Cluster
