@@ -6,6 +6,9 @@ use (process time over wall time) and the CPU cost of one poll+refresh cycle
 (mean / p95), with the simulated cluster's own snapshot-building cost shown
 apart. Every figure of every node moves on every call: the worst case. Touches
 no network and no real cluster; run by hand, `python bench/tui_bench.py --seconds 15`.
+`--live N` runs N real local agents (1 worker each) through a job instead and
+prints the console process's CPU with the dashboard open against the same
+cluster with no UI, measured in turn over the same job.
 Most of a cycle is DataTable repainting the rows in view (any `update_cell`
 invalidates its whole render cache), so the cost follows the terminal's height,
 not the node count; the last line prints this machine's cost of one cell.
@@ -177,6 +180,46 @@ async def run(seconds: float, nodes: int, interval: float, size: Tuple[int, int]
     }
 
 
+async def run_live(seconds: float, nodes: int, size: Tuple[int, int]) -> Dict[str, float]:
+    """The console's process CPU over `seconds` with no UI, then over `seconds` with the dashboard open (its own
+    poll timer), while `nodes` local agents run a job of ~50 ms chunks."""
+    import tempfile
+
+    from console.cluster import Cluster
+    from console.inventory import Node
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import job_file, steps_for
+
+    work = tempfile.TemporaryDirectory()
+    job = job_file(Path(work.name), "live", [steps_for(50)] * int(seconds * 200), 1,
+                   'chunk_function = "burn:burn"', "sum")
+    cluster = Cluster([Node(f"n{i:03d}", transport="local", workers=1) for i in range(nodes)])
+    try:
+        cluster.bootstrap()
+        deadline = time.monotonic() + 300
+        while sum(s.state == "ready" for s in cluster.sessions.values()) < nodes and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        cluster.start_job(job)
+        await asyncio.sleep(2.0)  # every node joined and busy
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.sleep(seconds)
+        bare = 100.0 * (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        app = ConsoleApp(cluster)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            app.poll_seconds.clear()
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            await asyncio.sleep(seconds)
+            shown = 100.0 * (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        up = sum(n.state in ("ready", "busy") for n in cluster.snapshot().nodes)
+        return {"bare_cpu_percent": bare, "ui_cpu_percent": shown, "nodes_up": up,
+                "poll_mean_ms": 1000.0 * statistics.mean(app.poll_seconds), "polls": len(app.poll_seconds)}
+    finally:
+        cluster.close()
+        work.cleanup()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags, run the bench, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -185,8 +228,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--interval", type=float, default=0.25,
                         help="seconds between polls (default 0.25)")
     parser.add_argument("--size", default="120x40", help="terminal size, COLSxROWS (default 120x40)")
+    parser.add_argument("--live", type=int, default=0, metavar="N",
+                        help="N real local agents running a job instead of simulated nodes")
     args = parser.parse_args(argv)
     cols, rows = (int(v) for v in args.size.lower().split("x"))
+    if args.live:
+        live = asyncio.run(run_live(args.seconds, args.live, (cols, rows)))
+        print(f"{args.live} local agents ({live['nodes_up']:.0f} up) running a job, {args.seconds:g} s each way, "
+              f"{cols}x{rows}")
+        print(f"console process CPU, no UI:          {live['bare_cpu_percent']:5.1f} % of one core")
+        print(f"console process CPU, dashboard open: {live['ui_cpu_percent']:5.1f} % of one core "
+              f"({live['polls']:.0f} polls, {live['poll_mean_ms']:.2f} ms each, wall)")
+        return 0
     figures = asyncio.run(run(args.seconds, args.nodes, args.interval, (cols, rows)))
     print(f"{args.nodes} nodes, a fresh snapshot every {args.interval:g} s, {cols}x{rows}, "
           f"{figures['seconds']:.1f} s, {figures['polls']:.0f} polls")
