@@ -71,4 +71,5 @@ def test_shutdown_with_cancel_futures_leaves_no_agent_on_the_nodes(net_cluster_3
     for node in ("node1", "node2", "node3"):
         ref = net_cluster_3.node(node)
         assert wait_for(lambda: not agent_pids(net_cluster_3, ref), 15), \
-            f"{node} still runs {agent_pids(net_cluster_3, ref)}"
+            f"{node} still runs {agent_pids(net_cluster_3, ref)}; its session's log: " \
+            f"{list(executor._cluster.sessions[node].log_lines)[-20:]}"

@@ -215,7 +215,8 @@ def test_dashboard_over_three_ssh_nodes(net_cluster_3, tmp_path):
             await pilot.press("s", "enter")
             await until(pilot, app, job_ended, 90)
             assert static_text(app, "#job-title") == "job  ok"
-            assert all(n.chunks_done > 0 for n in app.snapshot.nodes)
+            assert all(n.chunks_done > 0 for n in app.snapshot.nodes), [
+                (n.name, n.state, n.chunks_done, n.errors, n.log[-8:]) for n in app.snapshot.nodes]
             shares = static_text(app, "#job-shares")
             assert all(name in shares for name in ("node1", "node2", "node3"))
 
