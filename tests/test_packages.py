@@ -45,17 +45,22 @@ def make_wheel(folder: Path, name: str, version: str, source: str) -> Path:
     return path
 
 
-def write_lab(tmp_path: Path, requires: str, function: str = "tinyjob:run") -> tuple:
-    """A wheelhouse with tinypkg 1.0 (VALUE 10) and 2.0 (VALUE 20), an inventory naming it alone, and a job."""
+TINYJOB = "import tinypkg\n\n\ndef run(x):\n    return tinypkg.scaled(x)\n"
+NOSUCHJOB = "import nosuchpkg\n\n\ndef run(x):\n    return x\n"
+
+
+def write_lab(tmp_path: Path, requires: str, job_code: str = TINYJOB) -> tuple:
+    """A wheelhouse with tinypkg 1.0 (VALUE 10) and 2.0 (VALUE 20), an inventory naming it alone, and a job
+    calling tinyjob:run, whose module is `job_code`."""
     wheelhouse = tmp_path / "wheelhouse"
     make_wheel(wheelhouse, "tinypkg", "1.0", TINY.format(value=10))
     make_wheel(wheelhouse, "tinypkg", "2.0", TINY.format(value=20))
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[packages]\nwheelhouse = "wheelhouse"\n\n'
                          '[[node]]\nname = "local"\ntransport = "local"\nworkers = 2\n')
-    (tmp_path / "tinyjob.py").write_text("import tinypkg\n\n\ndef run(x):\n    return tinypkg.scaled(x)\n")
+    (tmp_path / "tinyjob.py").write_text(job_code)
     job = tmp_path / "tiny.toml"
-    job.write_text(f'[job]\nfunction = "{function}"\nfiles = ["tinyjob.py"]\nchunk_size = 5\nreduce = "sum"\n'
+    job.write_text(f'[job]\nfunction = "tinyjob:run"\nfiles = ["tinyjob.py"]\nchunk_size = 5\nreduce = "sum"\n'
                    f'{requires}\n[input]\nrange = [0, 20]\n[output]\npath = "tiny.json"\n')
     return job, inventory
 
@@ -146,9 +151,7 @@ def test_two_jobs_needing_two_versions_on_one_node_do_not_collide(tmp_path):
 
 def test_a_requirement_no_wheel_satisfies_is_a_sentence_and_no_node_is_usable(tmp_path):
     """The console lacks the package too: its import check leaves that to the nodes, which sit the job out."""
-    job, inventory = write_lab(tmp_path, 'requires = ["nosuchpkg>=1"]', function="nosuchjob:run")
-    (tmp_path / "nosuchjob.py").write_text("import nosuchpkg\n\n\ndef run(x):\n    return x\n")
-    job.write_text(job.read_text().replace('"tinyjob.py"', '"nosuchjob.py"'))
+    job, inventory = write_lab(tmp_path, 'requires = ["nosuchpkg>=1"]', NOSUCHJOB)
     proc, document = run_job(tmp_path, job, inventory)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     sentence = document["node_errors"]["local"]
@@ -158,9 +161,7 @@ def test_a_requirement_no_wheel_satisfies_is_a_sentence_and_no_node_is_usable(tm
 
 
 def test_without_requires_a_missing_import_is_still_the_job_files_error(tmp_path):
-    job, inventory = write_lab(tmp_path, "", function="nosuchjob:run")
-    (tmp_path / "nosuchjob.py").write_text("import nosuchpkg\n\n\ndef run(x):\n    return x\n")
-    job.write_text(job.read_text().replace('"tinyjob.py"', '"nosuchjob.py"'))
+    job, inventory = write_lab(tmp_path, "", NOSUCHJOB)
     proc, _ = run_job(tmp_path, job, inventory)
     assert proc.returncode == 2
     assert "No module named 'nosuchpkg'; install it, or name it in [job] requires" in proc.stderr
@@ -212,9 +213,7 @@ def test_a_node_lacking_a_system_library_the_wheel_needs_sits_the_job_out_with_a
     wheelhouse = tmp_path / "wheelhouse"
     make_wheel(wheelhouse, "glpkg", "1.0", 'raise ImportError("libGL.so.1: cannot open shared object file: No such '
                                            'file or directory")\n')
-    job, inventory = write_lab(tmp_path, 'requires = ["glpkg"]', function="gljob:run")
-    (tmp_path / "gljob.py").write_text("def run(x):\n    import glpkg\n    return x\n")
-    job.write_text(job.read_text().replace('"tinyjob.py"', '"gljob.py"'))
+    job, inventory = write_lab(tmp_path, 'requires = ["glpkg"]', "def run(x):\n    import glpkg\n    return x\n")
     proc, document = run_job(tmp_path, job, inventory)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     sentence = document["node_errors"]["local"]
