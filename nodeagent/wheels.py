@@ -17,7 +17,6 @@ import shutil
 import struct
 import sys
 import sysconfig
-import zipfile
 from typing import Iterable, List, Tuple
 
 from nodeagent.cache import cache_dir
@@ -93,6 +92,8 @@ def _unpack(path: str, digest: str, target: str) -> None:
     found = file_sha256(path)
     if found != digest:
         raise ValueError("wheel %s arrived damaged (its SHA-256 is %s)" % (digest, found))
+    import zipfile  # only a node that is sent a wheel needs it: the agent starts without
+
     staging = "%s.%d.part" % (target, os.getpid())
     with zipfile.ZipFile(path) as wheel:
         wheel.extractall(staging)
