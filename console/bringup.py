@@ -28,7 +28,7 @@ from console.bundle import local_bundle
 from console.errors import ConsoleError
 from console.inventory import Node, PackageSource
 from console.jobspec import JobSpec
-from console.packages import NodePlatform, PackageResolver, PackagesUnavailable, node_platform
+from console.packages import PackageResolver, PackagesUnavailable, node_platform
 from nodeagent.cache import cache_dir
 
 __all__ = ["NodeReport", "bootstrap_nodes", "status_nodes"]
@@ -177,7 +177,7 @@ def _readiness(node: Node, resolver: PackageResolver, tags: Optional[Tuple[str, 
     if tags is None:
         return "unknown", None
     try:
-        wheels = resolver.wheels_for(NodePlatform(".".join(python.split(".")[:2]), *tags))
+        wheels = resolver.wheels_for(node_platform({"python": python, "abi": tags[0], "platform": tags[1]}))
     except PackagesUnavailable as exc:
         return "none fit", f"{node.name}: {exc}."
     lacking = sum(1 for w in wheels if w.digest not in present)
