@@ -2,8 +2,9 @@
 
 The protocol moves to private duplicates of fds 0/1 before anything else runs,
 fd 1 then points at stderr (the agent's log). No socket is opened. The agent
-serves requests on a few threads, so a metrics call is answered while another
-waits for outcomes, and exits when its stdin closes (the session ended).
+serves requests one at a time, in order, on its main thread (a node's session
+calls in turn, and one serving thread spares every message a wake-up of idle
+ones), and exits when its stdin closes (the session ended).
 
 `--wheel-tags` prints the node's wheel ABI and platform tags as JSON and exits
 (`console status --job` asks it, nodeagent/wheels.py).
@@ -21,8 +22,6 @@ from typing import Any, List, Optional, Tuple
 
 from nodeagent.pool import ChunkPool
 from nodeagent.stdio import log, take_stdio
-
-SERVING_THREADS = 4
 
 
 def warm_pool(argv: List[str], protocol_fds: Tuple[int, int]) -> Optional[ChunkPool]:
@@ -83,12 +82,7 @@ def main() -> None:
     )
     log("serving on stdin/stdout (python %s, pid %d)" % (sys.version.split()[0], os.getpid()))
     threading.Thread(target=watch_for_silence, args=(service,), name="watchdog", daemon=True).start()
-    threads = [threading.Thread(target=serve_until_closed, args=(conn,), name="serve-%d" % i, daemon=True)
-               for i in range(SERVING_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    serve_until_closed(conn)
     conn.close()
     service.on_disconnect(conn)
     log("console gone, exiting")
@@ -97,17 +91,13 @@ def main() -> None:
 
 
 def serve_until_closed(conn: Any) -> None:
-    """One of the serving threads: answer requests until the stream ends.
-
-    Like rpyc's serve_threaded, but a thread that finds the stream already closed by
-    another one ends quietly instead of printing rpyc's own lock errors.
-    """
+    """Answer requests until the stream ends (quietly: a console that goes is the normal end)."""
     while not conn.closed:
         try:
             conn.serve(None)
         except EOFError:
             return
-        except Exception as exc:  # the stream broke under another thread: the console is gone
+        except Exception as exc:  # the stream broke: the console is gone
             if not conn.closed:
                 log("stream failed: %s: %s" % (type(exc).__name__, exc))
                 conn.close()

@@ -11,11 +11,10 @@ import pickle
 import random
 import subprocess
 import sys
-import threading
 
 import rpyc
 
-from nodeagent.__main__ import SERVING_THREADS, serve_until_closed
+from nodeagent.__main__ import serve_until_closed
 from nodeagent.service import AgentService
 from nodeagent.stream import claim_stdio
 from nodeagent.wire import Collected, encode
@@ -99,11 +98,7 @@ def main() -> int:
     conn = rpyc.connect_stream(stream, service=service,
                                config={"allow_public_attrs": False, "allow_pickle": False,
                                        "sync_request_timeout": None})
-    threads = [threading.Thread(target=serve_until_closed, args=(conn,), daemon=True) for _ in range(SERVING_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    serve_until_closed(conn)
     service.on_disconnect(conn)
     return 0
 
