@@ -191,13 +191,9 @@ class AgentLink:
         self._call("cancel", tuple(chunks))
 
     def close(self, graceful: bool = True) -> None:
-        """Stop the agent's pool (unless the link is known dead), close the stream; the agent exits on EOF."""
-        if graceful:
-            try:
-                self._root.shutdown()
-            except Exception:  # the agent may already be gone; closing is all that is left
-                pass
-        else:
+        """End the session: the agent closes its pool and exits when its stream ends, so nothing here waits
+        on an answer. A link known dead (`graceful` False) is cut without rpyc's goodbye."""
+        if not graceful:
             self._stream.close()  # so rpyc's close does not wait a call timeout on a dead link
         try:
             self._conn.close()

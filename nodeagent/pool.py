@@ -95,10 +95,13 @@ class ChunkPool:
     # -- the callers' side ------------------------------------------------------
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        """Queue tasks; they start as workers free up."""
+        """Queue tasks; they start as workers free up. The manager is woken only when a worker is idle: a
+        busy one's reply wakes it anyway, and it takes the queue's next task then (the steady state)."""
         with self._lock:
             self._pending.extend(tasks)
-        self._wake()
+            idle = any(w.task is None for w in self._workers)
+        if idle:
+            self._wake()
 
     def cancel(self, chunks: Sequence[int]) -> None:
         """Forget these chunks: drop them from the queue, kill workers running them."""

@@ -198,8 +198,3 @@ class AgentService(rpyc.Service):
         log("state asked for: pool %s" % (pool.describe() if pool is not None else "none"))
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.stderr.flush()
-
-    def exposed_shutdown(self) -> None:
-        """Stop the pool; the process exits when the console closes the stream."""
-        self.last_call = time.monotonic()
-        self._close_pool()

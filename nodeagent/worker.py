@@ -114,17 +114,21 @@ def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
 
 
 def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker when its parent goes."""
+    """On Linux, have the kernel kill this worker when its parent goes (and go now if it already has)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
+        import multiprocessing
         import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # the agent went while this worker started
+        os._exit(0)
 
 
 def _job_traceback(exc: BaseException) -> str:
