@@ -6,15 +6,19 @@ start to exit), alternating over repetitions; the process tree's peak memory
 the median ratio pool_time / console_time with its min and max (1.0: as fast
 as Pool), the median difference in seconds, and the median peak memories.
 
-- tasks: 120 items of ~50 ms, chunk_size 1 (Pool.map's default chunksize);
+- tasks: 120 items of ~50 ms, one item a chunk on both sides (chunk_size 1, Pool.map's chunksize=1);
+- defaults: the same 120 items, each side's default chunking (chunk_size "auto"; Pool.map's default
+  chunksize, len / (4 x workers) = 15 here);
 - two: a two-item job, the fixed cost of starting up and shutting down;
 - trivial: 5,000,000 trivial items, chunk_size "auto" (Pool.map's default chunksize);
 - ssh: the tasks case on one warm SSH node in a network namespace (root, sshd; the node shares this
   machine's cores), against the same Pool.
 
-For the console it also reads the time to the first result from the results file's attempts.
+For the console it also reads the time to the first result from the results file's attempts. Both sides
+run once untimed first, and with bytecode written as usual (PYTHONDONTWRITEBYTECODE is dropped for the
+children): an installed console has its .pyc files, and so has the standard library.
 
-    python3 bench/endtoend.py [--reps 5] [--trivial 5000000] [--cases tasks,two,trivial,ssh]
+    python3 bench/endtoend.py [--reps 5] [--trivial 5000000] [--cases tasks,defaults,two,trivial,ssh]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,15 +42,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 WORKERS = 2
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 POOL = """
 import sys
 sys.path.insert(0, {here!r})
 from burn import spin, square
-fn, items = {work}
+fn, items, chunksize = {work}
 if __name__ == "__main__":
     import multiprocessing
     with multiprocessing.Pool({workers}) as pool:
-        print(sum(pool.map(fn, items)))
+        print(sum(pool.map(fn, items, chunksize)))
 """
 
 
@@ -53,7 +59,7 @@ def run_measured(argv: List[str]) -> Tuple[float, int]:
     """(seconds, peak RSS bytes of the whole process tree) of one run."""
     peak = 0
     started = time.perf_counter()
-    proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
     done = threading.Event()
 
     def sample() -> None:
@@ -89,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--trivial", type=int, default=5_000_000)
-    parser.add_argument("--cases", default="tasks,two,trivial")
+    parser.add_argument("--cases", default="tasks,defaults,two,trivial")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         run_cases(args, stack)
@@ -120,10 +126,12 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     steps = steps_for(50)
     cases = {
         "tasks": (job_file(work, "tasks", "burn:spin", f"items = {[steps] * 120}", "1"),
-                  f"(spin, [{steps}] * 120)"),
-        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4])"),
+                  f"(spin, [{steps}] * 120, 1)"),
+        "defaults": (job_file(work, "defaults", "burn:spin", f"items = {[steps] * 120}", '"auto"'),
+                     f"(spin, [{steps}] * 120, None)"),
+        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4], None)"),
         "trivial": (job_file(work, "trivial", "burn:square", f"range = [0, {args.trivial}]", '"auto"'),
-                    f"(square, range({args.trivial}))"),
+                    f"(square, range({args.trivial}), None)"),
     }
     if "ssh" in args.cases.split(","):
         cases["ssh"] = cases["tasks"]
@@ -132,11 +140,16 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     figures: Dict[str, Dict[str, list]] = {c: {"pool": [], "console": [], "pool_mem": [], "console_mem": [],
                                                "first": []} for c in chosen}
     print(f"whole processes, {WORKERS} workers, {args.reps} interleaved repetitions; cases: {', '.join(chosen)}")
+    for case in chosen:
+        job, work_expr = cases[case]
+        script = work / f"pool_{case}.py"
+        script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
+        run_measured([sys.executable, str(script)])  # untimed: caches, bytecode, the agent bundle
+        run_measured([sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventories[case])])
     for rep in range(args.reps):
         for case in chosen:
             job, work_expr = cases[case]
             script = work / f"pool_{case}.py"
-            script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
             pool, pool_mem = run_measured([sys.executable, str(script)])
             console, console_mem = run_measured([sys.executable, "-m", "console.cli", "run", str(job),
                                                  "--inventory", str(inventories[case])])

@@ -30,8 +30,9 @@ def main() -> None:
     figure = Figure(figsize=(11, 4), layout="constrained")
     ratios, scaling = figure.subplots(1, 2)
     cases = results.get("endtoend", {})
-    names = [name for name in ("tasks", "two", "trivial") if name in cases]
-    labels = {"tasks": "120 x 50 ms", "two": "two items", "trivial": "5M trivial"}
+    labels = {"tasks": "120 x 50 ms,\n1 a chunk", "defaults": "120 x 50 ms,\ndefaults", "two": "two items",
+              "trivial": "5M trivial", "ssh": "120 x 50 ms,\nSSH node"}
+    names = [name for name in labels if name in cases]
     medians = [cases[n]["ratio"] for n in names]
     errors = [[cases[n]["ratio"] - cases[n]["ratio_min"] for n in names],
               [cases[n]["ratio_max"] - cases[n]["ratio"] for n in names]]

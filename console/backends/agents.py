@@ -116,6 +116,7 @@ class NodeSession(threading.Thread):
         """Ask the thread to end and the agent to exit."""
         self.stop_reason = reason
         self.stopping.set()
+        self.backend.wake[self.node.name].set()
 
     # -- the thread ------------------------------------------------------------------
 
@@ -175,8 +176,8 @@ class NodeSession(threading.Thread):
                 self.metrics["busy"] = collected.busy
                 if collected.outcomes:
                     self.cluster.handle(self._events(collected.outcomes))
-            else:
-                self.backend.wake[self.node.name].wait(COLLECT_WAIT_S)
+            else:  # idle: woken for work, a job, a stop; else up for the next metrics call
+                self.backend.wake[self.node.name].wait(max(next_metrics - time.monotonic(), 0.0))
                 self.backend.wake[self.node.name].clear()
             now = time.monotonic()
             if now >= next_metrics:
@@ -452,7 +453,6 @@ class AgentBackend:
         sessions = list(self.sessions.values())
         for session in sessions:
             session.stop()
-            self.wake[session.node.name].set()
         deadline = time.monotonic() + CLOSE_WAIT_S
         for session in sessions:
             session.join(max(deadline - time.monotonic(), 0.1))
@@ -471,7 +471,6 @@ class AgentBackend:
         if old.node.name in self._unsticking:
             old.report_state()
         old.stop(reason)
-        self.wake[old.node.name].set()
         old.join(CLOSE_WAIT_S * 2)
         if not self._closed.is_set():
             self._register(NodeSession(self, old.node))
