@@ -37,6 +37,7 @@ def main() -> None:
     errors = [[cases[n]["ratio"] - cases[n]["ratio_min"] for n in names],
               [cases[n]["ratio_max"] - cases[n]["ratio"] for n in names]]
     ratios.bar([labels[n] for n in names], medians, yerr=errors, color="#2e8b57", capsize=4)
+    ratios.tick_params(axis="x", labelsize=8)
     ratios.axhline(1.0, color="#555555", linewidth=1, linestyle="--")
     ratios.set_ylabel("Pool time / console time (1 = as fast)")
     ratios.set_title("console run vs multiprocessing.Pool(2), whole process")

@@ -42,8 +42,8 @@ def _busy_percent(before: Any, after: Any) -> float:
 class _PsutilTimes:
     """Per-core CPU from psutil.cpu_times, with this object's own previous sample.
 
-    psutil.cpu_percent(interval=None) keeps its previous sample per calling thread, and the
-    agent answers on several threads, so it would read 0% whenever a thread calls for the first time.
+    psutil.cpu_percent(interval=None) keeps its previous sample per calling thread, and would read 0%
+    whenever a thread calls for the first time; this object's figures do not depend on who asks.
     """
 
     def __init__(self) -> None:

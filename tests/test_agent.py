@@ -61,7 +61,7 @@ def test_agent_and_its_workers_open_no_socket(link):
 
 
 def test_metrics_answer_while_a_batch_runs(link):
-    """A metrics call is answered while the pool is busy (the agent serves on several threads)."""
+    """A metrics call is answered while the pool is busy (no call waits on the workers)."""
     link.hello()
     link.start_job(SLOW_SQUARES)
     link.exchange([ChunkItems(i, 1, pickle.dumps(list(range(20)))) for i in range(4)], 0)
@@ -197,7 +197,7 @@ def test_agent_runs_on_python_3_9_without_psutil_or_rpyc_installed(tmp_path):
 
 @pytest.mark.parametrize("fallback", [False, True])
 def test_cpu_is_measured_whatever_thread_asks(fallback):
-    """The agent answers on several threads: a sample taken on a new thread still sees a busy core."""
+    """A sample taken on another thread than the sampler's first still sees a busy core."""
     from nodeagent.metrics import Sampler
 
     busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])

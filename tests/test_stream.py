@@ -39,14 +39,14 @@ def test_threaded_pipe_stream_polls_reads_and_ends_like_a_pipe():
 
 
 def test_rpyc_serves_over_the_threaded_stream_as_the_windows_agent_does():
-    """The agent's side is a ThreadedPipeStream served on several threads, the console's a PipeStream."""
+    """The agent's side is a ThreadedPipeStream served by serve_until_closed, the console's a PipeStream
+    called from several threads at once."""
     to_agent_r, to_agent_w = os.pipe()
     from_agent_r, from_agent_w = os.pipe()
     agent = rpyc.connect_stream(ThreadedPipeStream(to_agent_r, from_agent_w), service=EchoService,
                                 config={"allow_public_attrs": False, "allow_pickle": False})
-    threads = [threading.Thread(target=serve_until_closed, args=(agent,), daemon=True) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    server = threading.Thread(target=serve_until_closed, args=(agent,), daemon=True)
+    server.start()
     console = rpyc.connect_stream(PipeStream(os.fdopen(from_agent_r, "rb", buffering=0),
                                              os.fdopen(to_agent_w, "wb", buffering=0)),
                                   config={"sync_request_timeout": 10})
@@ -63,6 +63,5 @@ def test_rpyc_serves_over_the_threaded_stream_as_the_windows_agent_does():
         assert results == [big] * 4
     finally:
         console.close()
-    for thread in threads:
-        thread.join(10)
-    assert not any(thread.is_alive() for thread in threads), "the agent kept serving a closed stream"
+    server.join(10)
+    assert not server.is_alive(), "the agent kept serving a closed stream"
