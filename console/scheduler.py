@@ -310,6 +310,10 @@ class Scheduler:
         self.prefetch = prefetch
         self.target_chunk_s = target_chunk_s
         self.chunks: Dict[int, Chunk] = {}
+        """The chunks cut so far; a streaming job (the Python API's, which may run for days) drops each one once
+        it is done, failed for good or cancelled, keeping only `_settled` counts."""
+        self._settled: Dict[str, int] = {"done": 0, "failed": 0, "cancelled": 0}
+        self._settled_items = 0
         self.nodes: Dict[str, NodeTally] = {}
         self.queue: Deque[int] = deque()
         self.failures: Deque[Failure] = deque(maxlen=max_failures)
@@ -384,7 +388,8 @@ class Scheduler:
     def _on_ChunkFinished(self, ev: ChunkFinished, out: List[Instruction]) -> None:
         chunk = self.chunks.get(ev.chunk)
         tally = self.nodes.get(ev.node)
-        if chunk is not None and chunk.state == "done":
+        if (chunk is not None and chunk.state == "done") or (chunk is None and self.streaming
+                                                             and 0 <= ev.chunk < self._next_id):
             self._record(ev.chunk, "dropped", ev.node, ev.t, "duplicate result")
             return
         if chunk is None or tally is None or chunk.holders.get(ev.node) is None or ev.chunk not in tally.held:
@@ -490,7 +495,7 @@ class Scheduler:
               mistake: str = "") -> None:
         """End the job now: what is queued or out is cancelled (the nodes are told), nothing more is cut."""
         by_node: Dict[str, List[int]] = {}
-        for chunk in self.chunks.values():
+        for chunk in list(self.chunks.values()):  # a streaming job drops each chunk it cancels
             if chunk.state in ("queued", "sent"):
                 for node, sent in chunk.holders.items():
                     by_node.setdefault(node, []).append(chunk.id)
@@ -536,6 +541,10 @@ class Scheduler:
         if finish != "sent":
             self._sent.discard(chunk.id)
             self._tail.pop(chunk.id, None)
+            if self.streaming and finish in self._settled:
+                del self.chunks[chunk.id]
+                self._settled[finish] += 1
+                self._settled_items += chunk.count if finish == "done" else 0
             return
         self._sent.add(chunk.id)
         if len(chunk.holders) == 1:
@@ -693,7 +702,7 @@ class Scheduler:
 
     def validate(self) -> None:
         """Check the invariants; raise AssertionError naming the first one broken."""
-        by_state: Dict[str, int] = {s: 0 for s in self.counts}
+        by_state: Dict[str, int] = {s: self._settled.get(s, 0) for s in self.counts}
         for chunk in self.chunks.values():
             by_state[chunk.state] += 1
             if chunk.state == "sent":
@@ -713,5 +722,5 @@ class Scheduler:
             assert tally.credit == 0 or tally.name in self._hungry or tally.name in self._idle \
                 or self.status != "running", f"{tally.name} has credit {tally.credit} but is not offered work"
             assert tally.alive or not tally.held, f"lost node {tally.name} still holds chunks"
-        done_items = sum(c.count for c in self.chunks.values() if c.state == "done")
+        done_items = self._settled_items + sum(c.count for c in self.chunks.values() if c.state == "done")
         assert done_items == self.items_done, f"items_done {self.items_done} != {done_items}"

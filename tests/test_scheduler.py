@@ -679,6 +679,27 @@ def test_a_streaming_job_reruns_its_slow_tail_while_open(make: Callable[..., Sch
     assert s.handle(Tick(5)) == [SendChunks(WS1, (ChunkOrder(1, 1, 1, 1),))]
 
 
+def test_a_streaming_job_keeps_no_settled_chunk(make: Callable[..., Scheduler]) -> None:
+    """A long-lived executor's job: done, failed and cancelled chunks are dropped (only counted), a retransmitted
+    result is still a duplicate, and the counts and invariants hold (validated at teardown)."""
+    s = make(total_items=0, chunk_size=None, streaming=True, retries=0)
+    s.handle(NodeJoined(WS1, 1))
+    for i in range(1000):
+        s.handle(ChunkAdded(2, t=i))
+        s.handle(ChunkFinished.dummy(i, WS1, t=i + 0.5))
+    assert s.chunks == {} and s.items_done == 2000 and s.counts["done"] == 1000
+    s.handle(ChunkAdded(1, t=1001), ChunkAdded(1, t=1001))
+    s.handle(ChunkFailed.dummy(1000, WS1, error="ValueError: no", t=1002))
+    assert set(s.chunks) == {1001}
+    s.handle(ChunkFinished.dummy(1001, WS1, t=1003))
+    assert s.handle(ChunkFinished.dummy(1001, WS1, t=1004)) == []
+    assert s.story(1001)[-1] == (1001, "dropped", "dropped", "duplicate result", WS1, 1004)
+    assert s.items_done == 2001 and (s.counts["done"], s.counts["failed"]) == (1001, 1)
+    s.handle(ChunkAdded(3, t=1005))
+    s.handle(JobCancelled(t=1006))
+    assert s.chunks == {} and s.counts["cancelled"] == 1
+
+
 def test_chunks_cannot_be_added_to_a_fixed_or_closed_job(make: Callable[..., Scheduler]) -> None:
     with pytest.raises(InvalidTransition):
         make(total_items=10).handle(ChunkAdded(1))
