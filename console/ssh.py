@@ -17,10 +17,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import paramiko
 from rpyc.core.stream import Stream
+from rpyc.lib import Timeout
 
 from console.errors import HostKeyError, NodeError
 from console.inventory import Node
@@ -267,13 +268,15 @@ class ChannelStream(Stream):
         except (OSError, EOFError):
             pass
 
-    def fileno(self) -> int:
-        return self.channel.fileno()
-
-    def poll(self, timeout: Optional[float]) -> bool:
-        if self.channel.recv_ready() or self.channel.eof_received:
-            return True
-        return super().poll(timeout)
+    def poll(self, timeout: Union[float, None, Timeout]) -> bool:
+        """Wait on the channel's receive buffer itself, never select on `channel.fileno()`: that pairs the
+        stdout and stderr buffers' events through one pipe whose clear is not thread-safe, and with the agent's
+        log read on another thread a reader could block for ever once the agent has gone."""
+        buffer = self.channel.in_buffer
+        with buffer._cv:
+            if not (len(buffer._buffer) or buffer._closed):
+                buffer._cv.wait(Timeout(timeout).timeleft())
+        return self.channel.recv_ready() or self.channel.eof_received or self.channel.closed
 
     def read(self, count: int) -> bytes:
         parts = []
