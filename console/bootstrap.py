@@ -15,22 +15,33 @@ PowerShell use single quotes only, which survive its argument parsing.
 The bundle (console/bundle.py) is uploaded by SFTP into the user's cache
 directory under its content hash, so an unchanged node gets nothing uploaded.
 The job's own files travel later, over the agent's stream (console/cluster.py).
+
+What the probe learnt is kept in this machine's cache (`known_facts`), keyed by
+where and as whom the console connects, the node's host key and the
+inventory's python and os for it: a session's next start skips the probe's two
+commands (~0.3 s a node) and probes again only when the agent does not start
+with what was kept. `console bootstrap` always probes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import posixpath
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from console.agentlink import AgentLink, Progress, pump_lines
 from console.bundle import bundle
 from console.errors import NodeError
 from console.inventory import Node
-from console.ssh import ChannelStream, NodeConnection
+from console.ssh import ChannelStream, NodeConnection, fingerprint
+from nodeagent.cache import cache_dir
+from nodeagent.wire import WireError
 
 __all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "deploy", "launch_ssh",
            "PYTHON_CANDIDATES", "PROBE_SCRIPT"]
@@ -157,6 +168,42 @@ def probe(conn: NodeConnection) -> NodeFacts:
     raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
 
 
+def _facts_file(conn: NodeConnection) -> Path:
+    assert conn.client is not None, "connected"
+    host_key = conn.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
+    identity = [conn.target.hostname, conn.target.port, conn.target.user, fingerprint(host_key), conn.node.python,
+                conn.node.os]
+    return Path(cache_dir()) / "nodes" / f"{hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]}.json"
+
+
+def known_facts(conn: NodeConnection) -> Optional[NodeFacts]:
+    """What an earlier probe of this node learnt (see the module's doc), or None."""
+    try:
+        kept = json.loads(_facts_file(conn).read_text(encoding="utf-8"))
+        return NodeFacts(SHELLS[kept["shell"]], kept["os"], kept["arch"], kept["python"], kept["python_version"],
+                         int(kept["cores"]), kept["cache_base"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_facts(conn: NodeConnection, facts: Optional[NodeFacts]) -> None:
+    """Keep what the probe learnt for the next start (None forgets it); a cache that cannot be written is
+    no fault: the next start probes again."""
+    path = _facts_file(conn)
+    try:
+        if facts is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        partial.write_text(json.dumps({"shell": facts.shell.name, "os": facts.os, "arch": facts.arch,
+                                       "python": facts.python, "python_version": facts.python_version,
+                                       "cores": facts.cores, "cache_base": facts.cache_base}), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass
+
+
 def _probe_answer(out: str) -> Optional[list]:
     """The probe script's fields, or None when what answered was not it (a missing command's message)."""
     for line in out.splitlines():
@@ -214,9 +261,10 @@ def _makedirs(sftp, path: str) -> None:
             sftp.mkdir(current)
 
 
-def launch_ssh(node: Node, session: Progress, warm: bool = True) -> AgentLink:
-    """Connect, probe, deploy and start the node's agent; the link to it. `warm` starts its workers at once
-    (a job follows).
+def launch_ssh(node: Node, session: Progress, warm: bool = True, probe_again: bool = False) -> AgentLink:
+    """Connect, probe (unless an earlier probe's answers are kept and still start the agent), deploy and start
+    the node's agent; the link to it. `warm` starts its workers at once (a job follows); `probe_again` ignores
+    what was kept (`console bootstrap`).
 
     `session` gets `set_state(...)` as the node moves on and `log(line)` for the
     agent's stderr (console/cluster.py's NodeSession, or the bootstrap command's recorder).
@@ -226,13 +274,27 @@ def launch_ssh(node: Node, session: Progress, warm: bool = True) -> AgentLink:
     conn.connect()
     try:
         session.set_state("bootstrapping")
+        facts = None if probe_again else known_facts(conn)
+        if facts is not None:
+            try:
+                return _start_agent(conn, facts, session, warm, "cached")
+            except (OSError, EOFError, NodeError, WireError):
+                session.log("the agent did not start with what the last probe of this node found: probing again")
         facts = probe(conn)
-        path, uploaded = deploy(conn, facts)
-        pool = (node.workers or facts.cores) if warm else 0
-        channel = conn.start(facts.shell.start_command(facts.shell.quote(facts.python), path, pool))
+        link = _start_agent(conn, facts, session, warm, "probed")
+        remember_facts(conn, facts)
+        return link
     except BaseException:
         conn.close()
         raise
+
+
+def _start_agent(conn: NodeConnection, facts: NodeFacts, session: Progress, warm: bool, probed: str) -> AgentLink:
+    """Deploy the bundle and start the agent with these facts; the link, which closes the connection when it
+    closes. A failure closes only the agent's channel."""
+    path, uploaded = deploy(conn, facts)
+    pool = (conn.node.workers or facts.cores) if warm else 0
+    channel = conn.start(facts.shell.start_command(facts.shell.quote(facts.python), path, pool))
     pump_lines(channel.makefile_stderr("rb"), session.log)
     link: Optional[AgentLink] = None
 
@@ -257,7 +319,8 @@ def launch_ssh(node: Node, session: Progress, warm: bool = True) -> AgentLink:
     try:
         link = AgentLink(ChannelStream(channel), close)
     except BaseException:
-        close()
+        channel.close()
         raise
-    link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached"}
+    link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached",
+                  "probe": probed}
     return link

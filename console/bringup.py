@@ -84,7 +84,7 @@ def _bootstrap_one(node: Node, resolver: Optional[PackageResolver]) -> NodeRepor
         else:
             from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
 
-            link = launch_ssh(node, recorder, warm=False)
+            link = launch_ssh(node, recorder, warm=False, probe_again=True)
         try:
             info = link.hello()
             if resolver is not None:

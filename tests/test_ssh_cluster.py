@@ -97,6 +97,54 @@ def test_run_spreads_over_three_nodes_with_the_local_answer(net_cluster_3, tmp_p
     assert sum(share["items"] for share in shares.values()) == 1000
 
 
+class Recorder:
+    """Stands in for a node session: keeps the log lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def set_state(self, state, error=None):
+        pass
+
+    def log(self, line):
+        self.lines.append(line)
+
+
+def test_a_session_start_skips_the_probe_and_probes_again_when_what_it_kept_is_stale(net_cluster_3, tmp_path):
+    """A node's agent starts from what its last probe learnt (kept in the console's cache); kept facts naming a
+    Python the node no longer has make the start probe again, and the agent comes up all the same."""
+    import dataclasses
+
+    from console.bootstrap import known_facts, launch_ssh, remember_facts
+    from console.inventory import load_inventory
+    from console.ssh import NodeConnection
+
+    node = load_inventory(net_cluster_3.write_inventory(tmp_path / "inventory.toml")).nodes[0]
+    starts = []
+    for _ in range(2):
+        link = launch_ssh(node, Recorder())
+        starts.append(link.facts["probe"])
+        assert link.hello()["python"]
+        link.close()
+    assert starts[1] == "cached"
+    conn = NodeConnection(node)
+    conn.connect()
+    try:
+        kept = known_facts(conn)
+        assert kept is not None
+        remember_facts(conn, dataclasses.replace(kept, python="/gone/python3"))
+    finally:
+        conn.close()
+    recorder = Recorder()
+    link = launch_ssh(node, recorder)
+    try:
+        assert link.facts["probe"] == "probed" and link.facts["python"] == kept.python
+        assert link.hello()["python"]
+        assert any("probing again" in line for line in recorder.lines), recorder.lines
+    finally:
+        link.close()
+
+
 def test_no_socket_while_running_and_no_agent_after_the_console_is_killed(net_cluster_3, tmp_path):
     """While a job runs nothing but sshd listens in any namespace; SIGKILL the console and every agent exits."""
     inventory = net_cluster_3.write_inventory(tmp_path / "inventory.toml")
