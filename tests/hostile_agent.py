@@ -11,6 +11,7 @@ import pickle
 import random
 import subprocess
 import sys
+import time
 
 import rpyc
 
@@ -60,13 +61,21 @@ class HostileService(AgentService):
         honest = super().exposed_hello(console_protocol, silence_exit_s)
         return exploit("system") if MODE == "hello-exploit" else honest
 
+    answered = False
+    """An exchange has returned outcomes (so the console has just queued this node's next chunks)."""
+
     def exposed_metrics(self):
+        stalled = MARKER + ".stalled"
+        if MODE == "stall-metrics-once" and self.answered and not os.path.exists(stalled):
+            open(stalled, "w").close()
+            time.sleep(float(os.environ.get("HOSTILE_STALL_S", "4")))
         honest = super().exposed_metrics()
         return exploit("exec") if MODE == "metrics-exploit" else honest
 
     def exposed_exchange(self, batch, wait):
         honest = super().exposed_exchange(batch, wait)
         outcomes, busy, queued = pickle.loads(honest)
+        self.answered = self.answered or bool(outcomes)
         if MODE == "wedged":  # answers every call, but its chunks never end
             return encode(Collected((), busy, queued))
         if not outcomes:

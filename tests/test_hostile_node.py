@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers import results, run_console, wait_for, write_job
+from console import agentlink
 from console.backends.agents import STUCK_GRACE_S
 from console.cluster import Cluster
 from console.inventory import Node
@@ -177,6 +178,31 @@ def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
     for reply in (("c" * 64,), ["a" * 64], ("a" * 64, 1)):
         with pytest.raises(WireError, match="which wheels it lacks"):
             decode_digests(encode(reply), asked)
+
+
+def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatch):
+    """The node stalls the first metrics call after an exchange that freed credit, when its next chunks are
+    already queued for it: the call times out, the console reconnects, and the chunks it held and those queued
+    run once on the new agent (sent again, they would run twice under one attempt number, and the node's second
+    answer would fail it for breaking the protocol). The job is exact."""
+    job, _, env, marker = setup(tmp_path, "stall-metrics-once")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(agentlink, "CALL_TIMEOUT_S", 2.0)
+    cluster = Cluster([Node("evil", transport="local", workers=1, python=str(tmp_path / "evil-python"))])
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        status = cluster.wait_job(120)
+        session = cluster.sessions["evil"]
+        assert status == "ok", list(session.log_lines)
+        doc = results(job)
+        assert doc["result"] == [x * x for x in ITEMS] and doc["chunks"]["done"] == 20
+        assert "broke the protocol" not in json.dumps(doc), doc.get("node_errors")
+        assert Path(f"{marker}.stalled").exists(), "the node never stalled"
+        assert any(a.outcome == "lost" for a in cluster.job.scheduler.attempts)
+    finally:
+        cluster.close()
 
 
 def test_a_wedged_agent_is_reconnected_once_its_chunks_are_far_past_their_timeout(tmp_path, monkeypatch):

@@ -156,11 +156,16 @@ class NodeSession(threading.Thread):
         self.set_state("pending")
 
     def _drop(self, reason: str, graceful: bool = True) -> None:
-        """Tell the scheduler the node is gone, and close what is left of the link."""
+        """Tell the scheduler the node is gone, and close what is left of the link.
+
+        Instructions still queued for the old link go too, after the scheduler has taken the node's chunks back
+        (it sends a lost node none): resent on the next link, they would run a chunk twice under one attempt
+        number, which the node's second answer turns into a protocol violation."""
         link, self._link = self._link, None
         self._generation = -1
         self._sent.clear()
         self.cluster.node_lost(self.node.name, reason)
+        self.outbox.clear()
         if link is not None:
             link.close(graceful)
 
