@@ -186,14 +186,11 @@ def known_facts(conn: NodeConnection) -> Optional[NodeFacts]:
         return None
 
 
-def remember_facts(conn: NodeConnection, facts: Optional[NodeFacts]) -> None:
-    """Keep what the probe learnt for the next start (None forgets it); a cache that cannot be written is
-    no fault: the next start probes again."""
+def remember_facts(conn: NodeConnection, facts: NodeFacts) -> None:
+    """Keep what the probe learnt for the next start; a cache that cannot be written is no fault: the next
+    start probes again."""
     path = _facts_file(conn)
     try:
-        if facts is None:
-            path.unlink(missing_ok=True)
-            return
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.part")
         partial.write_text(json.dumps({"shell": facts.shell.name, "os": facts.os, "arch": facts.arch,
@@ -289,7 +286,8 @@ def launch_ssh(node: Node, session: Progress, warm: bool = True, probe_again: bo
         raise
 
 
-def _start_agent(conn: NodeConnection, facts: NodeFacts, session: Progress, warm: bool, probed: str) -> AgentLink:
+def _start_agent(conn: NodeConnection, facts: NodeFacts, session: Progress, warm: bool,
+                 probe_state: str) -> AgentLink:
     """Deploy the bundle and start the agent with these facts; the link, which closes the connection when it
     closes. A failure closes only the agent's channel."""
     path, uploaded = deploy(conn, facts)
@@ -322,5 +320,5 @@ def _start_agent(conn: NodeConnection, facts: NodeFacts, session: Progress, warm
         channel.close()
         raise
     link.facts = {"shell": facts.shell.name, "python": facts.python, "bundle": "uploaded" if uploaded else "cached",
-                  "probe": probed}
+                  "probe": probe_state}
     return link
