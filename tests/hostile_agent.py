@@ -22,6 +22,8 @@ from nodeagent.wire import Collected, encode
 
 MODE = os.environ.get("HOSTILE_MODE", "")
 MARKER = os.environ.get("HOSTILE_MARKER", "/nonexistent/marker")
+STALL_S = 4.0
+"""How long "stall-metrics-once" holds its metrics call: past the call timeout the test sets (2 s)."""
 
 
 class Exploit:
@@ -68,7 +70,7 @@ class HostileService(AgentService):
         stalled = MARKER + ".stalled"
         if MODE == "stall-metrics-once" and self.answered and not os.path.exists(stalled):
             open(stalled, "w").close()
-            time.sleep(float(os.environ.get("HOSTILE_STALL_S", "4")))
+            time.sleep(STALL_S)
         honest = super().exposed_metrics()
         return exploit("exec") if MODE == "metrics-exploit" else honest
 
