@@ -105,6 +105,10 @@ def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
     return Group(*lines)
 
 
+LOG_TAIL = 5
+"""Lines of a node's log shown in plain output when it is lost or fails."""
+
+
 class PlainReporter:
     """Sentences for a log: each state change once, progress every `every` seconds."""
 
@@ -126,6 +130,9 @@ class PlainReporter:
                 if node.state in ("ready", "lost", "failed", "draining"):
                     detail = f": {node.error}" if node.error and node.state in ("lost", "failed") else ""
                     self.write(f"node {node.name} is {node.state}{detail}")
+                if node.state in ("lost", "failed"):  # what the node said last: often why it went
+                    for line in node.log[-LOG_TAIL:]:
+                        self.write(f"  {node.name} log: {line}")
         for failure in snapshot.failures[self._failures:]:
             if failure.final:
                 self.write(f"chunk {failure.chunk} failed for good on {failure.node} "

@@ -1,5 +1,6 @@
 """The headless output as plain objects: rendered into a string console, no cluster running."""
 
+import dataclasses
 import io
 
 from rich.console import Console
@@ -53,6 +54,14 @@ def test_plain_reporter_says_each_change_once():
     ]
     reporter.report(SNAPSHOT, now=2.5)
     assert lines[-1] == progress_line(JOB, 1) and len(lines) == 4
+
+
+def test_plain_reporter_shows_the_last_log_lines_of_a_node_that_is_lost():
+    lines = []
+    talkative = dataclasses.replace(PI3, log=tuple(f"line {i}" for i in range(8)))
+    PlainReporter(lines.append).report(ClusterSnapshot(t=0.0, nodes=(WS1, talkative), job=JOB), now=0.0)
+    assert lines[:6] == ["node pi-3 is lost: pi-3 (10.0.0.23:22): no answer within 10 s."] + [
+        f"  pi-3 log: line {i}" for i in range(3, 8)]
 
 
 def test_summary_names_failures_and_failed_nodes():

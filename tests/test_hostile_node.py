@@ -180,6 +180,18 @@ def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
             decode_digests(encode(reply), asked)
 
 
+def test_a_nodes_log_reaches_the_console_without_control_characters():
+    """An escape sequence in an agent's log (a window title, clearing the screen) is shown, not obeyed: the
+    dashboard and the plain output print these lines."""
+    import io
+
+    from console.agentlink import pump_lines
+
+    lines = []
+    pump_lines(io.BytesIO(b"ok \x1b]0;pwned\x07 \x1b[2J\tend\x9b\r\nnext\n"), lines.append).join(5)
+    assert lines == ["ok \ufffd]0;pwned\ufffd \ufffd[2J\tend\ufffd", "next"]
+
+
 def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatch):
     """The node stalls the first metrics call after an exchange that freed credit, when its next chunks are
     already queued for it: the call times out, the console reconnects, and the chunks it held and those queued
