@@ -54,17 +54,12 @@ class Progress(Protocol):
         """One line of the agent's log."""
 
 
-_CONTROLS = dict.fromkeys([*range(0, 9), *range(10, 32), 127, *range(128, 160)], "\ufffd")
-"""Control characters (tab aside) a node's log line may not carry to the operator's terminal: an escape
-sequence would act on the terminal instead of being shown."""
-
-
 def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
-    """Feed each line of `source` to `sink` from a daemon thread until EOF, control characters replaced."""
+    """Feed each line of `source` to `sink` from a daemon thread until EOF, as `wire.shown` lets it be printed."""
 
     def pump() -> None:
         for raw in iter(lambda: source.readline(wire.MAX_LOG_LINE), b""):
-            sink(raw.decode("utf-8", "replace").rstrip().translate(_CONTROLS))
+            sink(wire.shown(raw.decode("utf-8", "replace").rstrip()))
 
     thread = threading.Thread(target=pump, name="agent-log", daemon=True)
     thread.start()

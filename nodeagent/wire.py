@@ -20,7 +20,7 @@ import re
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_LOG_LINE", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
+    "PROTOCOL_VERSION", "MAX_LOG_LINE", "shown", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
     "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info", "decode_metrics",
     "decode_collected", "decode_digests", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
 ]
@@ -254,15 +254,26 @@ def decode_metrics(data: Any) -> MetricsSample:
     return MetricsSample(*value)
 
 
+_CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), 127, *range(128, 160)], "\ufffd")
+
+
+def shown(text: str) -> str:
+    """A node's text as the console may print it: control characters (tab and newline aside) replaced, so an
+    escape sequence in an error message or a log line is shown, never obeyed by the operator's terminal."""
+    return text.translate(_CONTROLS)
+
+
 def decode_collected(data: Any) -> Collected:
-    """Collected outcomes, each checked; the caller checks they are for chunks it sent."""
+    """Collected outcomes, each checked (their error, traceback and worker `shown`); the caller checks they are
+    for chunks it sent."""
     outcomes, busy, queued = _fields("outcomes", _loads_plain(data, "outcomes"), ((tuple,), (int,), (int,)))
     checked = []
     for outcome in outcomes:
         fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER, (str,)))
         if fields[2] not in OUTCOME_STATUSES:
             raise WireError(f"it sent a chunk outcome with the status {fields[2][:40]!r}")
-        checked.append(ChunkOutcome(*fields))
+        chunk, attempt, status, value, error, tb, seconds, worker = fields
+        checked.append(ChunkOutcome(chunk, attempt, status, value, shown(error), shown(tb), seconds, shown(worker)))
     return Collected(tuple(checked), busy, queued)
 
 

@@ -28,7 +28,9 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from hostile_agent import exploit
-from nodeagent.wire import PROTOCOL_VERSION, ValueDecoder, WireError, decode_collected, decode_digests, decode_info, encode
+from nodeagent.wire import (
+    PROTOCOL_VERSION, Collected, ValueDecoder, WireError, decode_collected, decode_digests, decode_info, encode,
+)
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_agent.py"
 ITEMS = range(60)
@@ -180,16 +182,21 @@ def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
             decode_digests(encode(reply), asked)
 
 
-def test_a_nodes_log_reaches_the_console_without_control_characters():
-    """An escape sequence in an agent's log (a window title, clearing the screen) is shown, not obeyed: the
-    dashboard and the plain output print these lines."""
+def test_a_nodes_text_reaches_the_terminal_without_control_characters():
+    """An escape sequence (a window title, clearing the screen) in an agent's log, or in a chunk's error,
+    traceback or worker name, is shown, not obeyed: the dashboard and the plain output print these."""
     import io
 
     from console.agentlink import pump_lines
 
     lines = []
-    pump_lines(io.BytesIO(b"ok \x1b]0;pwned\x07 \x1b[2J\tend\x9b\r\nnext\n"), lines.append).join(5)
+    pump_lines(io.BytesIO(b"ok \x1b]0;pwned\x07 \x1b[2J\tend\xc2\x9b\r\nnext\n"), lines.append).join(5)
     assert lines == ["ok \ufffd]0;pwned\ufffd \ufffd[2J\tend\ufffd", "next"]
+    sent = Collected(((0, 1, "error", b"", "ValueError: \x1b[2Jno", "Traceback:\n  \x1b]0;x\x07\n", 0.1, "0\x1b"),),
+                     0, 0)
+    outcome = decode_collected(encode(sent)).outcomes[0]
+    assert (outcome.error, outcome.traceback, outcome.worker) == (
+        "ValueError: \ufffd[2Jno", "Traceback:\n  \ufffd]0;x\ufffd\n", "0\ufffd")
 
 
 def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatch):
