@@ -219,14 +219,24 @@ def _fields(what: str, value: Any, kinds: Sequence[Tuple[type, ...]]) -> tuple:
     return value
 
 
+_CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), 127, *range(128, 160)], "\ufffd")
+
+
+def shown(text: str) -> str:
+    """A node's text as the console may print it: control characters (tab and newline aside) replaced, so an
+    escape sequence in an error message or a log line is shown, never obeyed by the operator's terminal."""
+    return text.translate(_CONTROLS)
+
+
 def decode_info(data: Any) -> NodeInfo:
-    """The agent's NodeInfo; an agent of another protocol gets a WireError naming its version."""
+    """The agent's NodeInfo, its text `shown`; an agent of another protocol gets a WireError naming its version."""
     value = _loads_plain(data, "hello")
     theirs = value[0] if type(value) is tuple and value else value.get("protocol") if type(value) is dict else None
     if type(theirs) is int and theirs != PROTOCOL_VERSION:  # protocol 1 answered a dict
         raise ProtocolMismatch(f"the agent speaks protocol {theirs} and this console {PROTOCOL_VERSION}")
-    info = NodeInfo(*_fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,),
-                                                (str,), (str,), (str,))))
+    fields = _fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,), (str,), (str,),
+                                      (str,)))
+    info = NodeInfo(*(shown(f) if type(f) is str else f for f in fields))  # a hostname is shown on the terminal
     if not (_TAG.match(info.abi) and (not info.platform or _TAG.match(info.platform))):
         raise WireError("its hello names wheel tags that are not tags")
     return info
@@ -252,15 +262,6 @@ def decode_metrics(data: Any) -> MetricsSample:
         if figures is not None and not all(isinstance(f, _NUMBER) for f in figures):
             raise WireError("its metrics hold a CPU or load figure that is not a number")
     return MetricsSample(*value)
-
-
-_CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), 127, *range(128, 160)], "\ufffd")
-
-
-def shown(text: str) -> str:
-    """A node's text as the console may print it: control characters (tab and newline aside) replaced, so an
-    escape sequence in an error message or a log line is shown, never obeyed by the operator's terminal."""
-    return text.translate(_CONTROLS)
 
 
 def decode_collected(data: Any) -> Collected:

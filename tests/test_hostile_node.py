@@ -183,8 +183,8 @@ def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
 
 
 def test_a_nodes_text_reaches_the_terminal_without_control_characters():
-    """An escape sequence (a window title, clearing the screen) in an agent's log, or in a chunk's error,
-    traceback or worker name, is shown, not obeyed: the dashboard and the plain output print these."""
+    """An escape sequence (a window title, clearing the screen) in an agent's log, a chunk's error, traceback or
+    worker name, or its hello's hostname, is shown, not obeyed: the dashboard and the plain output print these."""
     import io
 
     from console.agentlink import pump_lines
@@ -197,6 +197,8 @@ def test_a_nodes_text_reaches_the_terminal_without_control_characters():
     outcome = decode_collected(encode(sent)).outcomes[0]
     assert (outcome.error, outcome.traceback, outcome.worker) == (
         "ValueError: \ufffd[2Jno", "Traceback:\n  \ufffd]0;x\ufffd\n", "0\ufffd")
+    hello = (PROTOCOL_VERSION, "pi\x1b]0;x\x07", "linux", "armv7l", "3.9.2", 4, 77, "fallback", "spawn", "cp39", "")
+    assert decode_info(encode(hello)).hostname == "pi\ufffd]0;x\ufffd"
 
 
 def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatch):
