@@ -140,20 +140,20 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     figures: Dict[str, Dict[str, list]] = {c: {"pool": [], "console": [], "pool_mem": [], "console_mem": [],
                                                "first": []} for c in chosen}
     print(f"whole processes, {WORKERS} workers, {args.reps} interleaved repetitions; cases: {', '.join(chosen)}")
+    argvs = {}
     for case in chosen:
         job, work_expr = cases[case]
         script = work / f"pool_{case}.py"
         script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
-        run_measured([sys.executable, str(script)])  # untimed: caches, bytecode, the agent bundle
-        run_measured([sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventories[case])])
+        argvs[case] = ([sys.executable, str(script)],
+                       [sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventories[case])])
+        for argv in argvs[case]:
+            run_measured(argv)  # untimed: caches, bytecode, the agent bundle
     for rep in range(args.reps):
         for case in chosen:
-            job, work_expr = cases[case]
-            script = work / f"pool_{case}.py"
-            pool, pool_mem = run_measured([sys.executable, str(script)])
-            console, console_mem = run_measured([sys.executable, "-m", "console.cli", "run", str(job),
-                                                 "--inventory", str(inventories[case])])
-            attempts = json.loads(job.with_suffix(".json").read_text())["attempts"]
+            pool, pool_mem = run_measured(argvs[case][0])
+            console, console_mem = run_measured(argvs[case][1])
+            attempts = json.loads(cases[case][0].with_suffix(".json").read_text())["attempts"]
             first = min(a["end_s"] for a in attempts if a["outcome"] == "done")
             for key, value in (("pool", pool), ("console", console), ("pool_mem", pool_mem),
                                ("console_mem", console_mem), ("first", first)):
