@@ -1,9 +1,13 @@
 """Flat as nodes are added: the console dispatching to 10 and to 100 local agents (1 worker each).
 
-Both clusters are brought up once and kept; each repetition runs the same job
-of one-item trivial chunks on each, interleaved, once every agent is up.
-Prints per cluster size: chunks dispatched per second, the console's own CPU
-seconds per 1,000 chunks (its process only, not the agents'), and its RSS.
+Each repetition brings every cluster up afresh and runs the same job of
+one-item trivial chunks on each, interleaved, once every agent is up: the
+job runs on the warm pools the agents started with, as a `console run` does
+(a second job on the same agents would spawn a fresh pool per agent, and
+spawning 100 interpreters on a few cores is not dispatch).
+Prints per cluster size: chunks dispatched per second, CPU seconds per 1,000
+chunks of the console's own process and of the agents and their workers
+(which share this machine's cores with it), and the console's RSS.
 The dispatch rate with 100 agents should be no lower than with 10.
 
 `--ssh N` adds N SSH nodes in network namespaces (root, sshd), 1 worker each.
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable, Optional
 
 import psutil
 
@@ -44,10 +49,22 @@ def bring_up(nodes: list) -> Cluster:
     raise SystemExit(f"only {sum(s.state == 'ready' for s in cluster.sessions.values())} of {agents} agents came up")
 
 
+def tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds used so far by a process's living descendants: the local agents and their workers (an
+    SSH node's agent is sshd's child, not counted)."""
+    used = 0.0
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            used += times.user + times.system
+    return used
+
+
 def one_run(cluster: Cluster, job: Path, chunks: int) -> tuple:
-    """(chunks per second, console CPU seconds per 1,000 chunks, console RSS MB)."""
+    """(chunks per second, console CPU seconds per 1,000 chunks, the agents' and workers' CPU seconds per
+    1,000 chunks (None for SSH nodes), console RSS MB)."""
     me = psutil.Process()
-    cpu = me.cpu_times()
+    cpu, agents_cpu = me.cpu_times(), tree_cpu(me)
     started = time.perf_counter()
     cluster.start_job(load_job(job))
     status = cluster.wait_job(600)
@@ -55,7 +72,9 @@ def one_run(cluster: Cluster, job: Path, chunks: int) -> tuple:
     assert status == "ok", cluster.job.document if cluster.job else status
     after = me.cpu_times()
     used = (after.user - cpu.user) + (after.system - cpu.system)
-    return chunks / seconds, used / chunks * 1000, me.memory_info().rss / 2**20
+    local = all(session.node.transport == "local" for session in cluster.sessions.values())
+    agents_used = (tree_cpu(me) - agents_cpu) / chunks * 1000 if local else None
+    return chunks / seconds, used / chunks * 1000, agents_used, me.memory_info().rss / 2**20
 
 
 def main() -> None:
@@ -71,7 +90,6 @@ def main() -> None:
     job.write_text(f'[job]\nname = "trivial"\nfunction = "burn:square"\nfiles = ["{HERE / "burn.py"}"]\n'
                    f'chunk_size = 1\nreduce = "sum"\n[input]\nrange = [0, {args.chunks}]\n'
                    f'[output]\npath = "{work / "trivial.json"}"\n')
-    clusters = {}
     with contextlib.ExitStack() as stack:
         node_sets = {size: [Node(f"a{i:03d}", transport="local", workers=1) for i in range(size)] for size in sizes}
         if args.ssh:
@@ -83,39 +101,50 @@ def main() -> None:
                                               overrides={f"node{i + 1}": {"workers": 1} for i in range(args.ssh)})
             node_sets[f"{args.ssh} ssh"] = list(load_inventory(inventory).nodes)
             sizes.append(f"{args.ssh} ssh")
-        run_sizes(args, sizes, node_sets, clusters, job)
+        run_sizes(args, sizes, node_sets, job)
 
 
-def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, clusters: dict, job: Path) -> None:
-    try:
+def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path) -> None:
+    figures = {size: [] for size in sizes}
+    for rep in range(args.reps):
         for size in sizes:
             started = time.perf_counter()
-            clusters[size] = bring_up(node_sets[size])
-            print(f"{size} agents up in {time.perf_counter() - started:.1f} s")
-        figures = {size: [] for size in sizes}
-        for rep in range(args.reps):
-            for size in sizes:
-                figures[size].append(one_run(clusters[size], job, args.chunks))
-                rate, cpu, rss = figures[size][-1]
-                print(f"  rep {rep + 1}, {size} agents: {rate:,.0f} chunks/s, {cpu:.2f} CPU s per 1,000 chunks, "
-                      f"RSS {rss:.0f} MB")
-    finally:
-        for cluster in clusters.values():
-            cluster.close()
+            cluster = bring_up(node_sets[size])
+            up = time.perf_counter() - started
+            try:
+                figures[size].append(one_run(cluster, job, args.chunks))
+            finally:
+                cluster.close()
+            rate, cpu, agents_cpu, rss = figures[size][-1]
+            print(f"  rep {rep + 1}, {size} agents (up in {up:.1f} s): {rate:,.0f} chunks/s, CPU s per 1,000 chunks "
+                  f"{cpu:.2f} console, {_cpu(agents_cpu)} agents and workers; RSS {rss:.0f} MB")
+    summary = {}
     for size in sizes:
-        rates = [r for r, _, _ in figures[size]]
-        print(f"{size} agents: median {statistics.median(rates):,.0f} chunks/s (min {min(rates):,.0f}, max "
-              f"{max(rates):,.0f}); {statistics.median(c for _, c, _ in figures[size]):.2f} console CPU s per "
-              f"1,000 chunks; RSS {max(m for _, _, m in figures[size]):.0f} MB")
+        rates = [f[0] for f in figures[size]]
+        summary[str(size)] = {"chunks_per_s": statistics.median(rates),
+                              "cpu_s_per_1000": statistics.median(f[1] for f in figures[size]),
+                              "agents_cpu_s_per_1000": _median(f[2] for f in figures[size]),
+                              "rss_mb": max(f[3] for f in figures[size])}
+        row = summary[str(size)]
+        print(f"{size} agents: median {row['chunks_per_s']:,.0f} chunks/s (min {min(rates):,.0f}, max "
+              f"{max(rates):,.0f}); CPU s per 1,000 chunks {row['cpu_s_per_1000']:.2f} console, "
+              f"{_cpu(row['agents_cpu_s_per_1000'])} agents and workers; RSS {row['rss_mb']:.0f} MB")
     from record import record
 
-    record("scale", {str(size): {"chunks_per_s": statistics.median(r for r, _, _ in figures[size]),
-                                 "cpu_s_per_1000": statistics.median(c for _, c, _ in figures[size]),
-                                 "rss_mb": max(m for _, _, m in figures[size])} for size in sizes})
+    record("scale", summary)
     if len(sizes) >= 2:
         ratios = [b[0] / a[0] for a, b in zip(figures[sizes[0]], figures[sizes[1]])]
         print(f"dispatch rate {sizes[1]} / {sizes[0]} agents: median {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+def _median(values: Iterable[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _cpu(seconds: Optional[float]) -> str:
+    return "(not counted)" if seconds is None else f"{seconds:.2f}"
 
 
 if __name__ == "__main__":

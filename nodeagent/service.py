@@ -169,7 +169,7 @@ class AgentService(rpyc.Service):
         if pool is None:
             time.sleep(min(wait, 0.05))
             return encode(Collected((), 0, 0))
-        outcomes = pool.take(wait)
+        outcomes = pool.take(wait, linger=wait)
         for outcome in outcomes:
             if outcome.status != "ok":
                 log("chunk %d attempt %d: %s" % (outcome.chunk, outcome.attempt, outcome.error))

@@ -141,3 +141,18 @@ def test_a_failing_manager_thread_is_reported_not_silent(monkeypatch):
     finally:
         pool.close()
     assert "RuntimeError: bookkeeping broke" in failures[0]
+
+
+def test_outcomes_linger_while_the_queue_is_full_and_not_at_the_tail(pool):
+    """While half the workers still have a next task queued, one take carries several outcomes; with nothing
+    queued (the tail) an outcome is answered at once, not after the linger."""
+    slow = dict(fn="faulty:slow_square")
+    pool.submit([task(0, items=(2,)), task(1, items=range(20), **slow), task(2, items=(3,), **slow),
+                 task(3, items=range(20), **slow)])
+    first = pool.take(30, linger=30)  # chunk 0 is quick; chunk 2, on its worker next, ends well before chunk 1
+    assert sorted(o.chunk for o in first) == [0, 2]
+    assert sorted(drain(pool, 2)) == [1, 3]
+    pool.submit([task(4)])
+    started = time.monotonic()
+    assert [o.chunk for o in pool.take(30, linger=60)] == [4]
+    assert time.monotonic() - started < 30, "the tail's outcome waited for the linger"
