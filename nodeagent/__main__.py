@@ -4,7 +4,9 @@ The protocol moves to private duplicates of fds 0/1 before anything else runs,
 fd 1 then points at stderr (the agent's log). No socket is opened. The agent
 serves requests one at a time, in order, on its main thread (a node's session
 calls in turn, and one serving thread spares every message a wake-up of idle
-ones), and exits when its stdin closes (the session ended).
+ones), and exits when its stdin closes (the session ended). A watchdog thread
+exits after a long silence from the console, and logs where every thread is
+when one request takes too long (the log shows why a call timed out).
 
 `--wheel-tags` prints the node's wheel ABI and platform tags as JSON and exits
 (`console status --job` asks it, nodeagent/wheels.py).
@@ -18,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from typing import Any, List, Optional, Tuple
 
 from nodeagent.pool import ChunkPool
@@ -42,19 +45,53 @@ def _pool_failed(trace: str) -> None:
     pool_failed(trace)
 
 
-def watch_for_silence(service: Any) -> None:
-    """Exit when the console has said nothing for `service.silence_exit_s`.
+WATCH_EVERY_S = 1.0
+"""How often the watchdog looks at the agent."""
+STALL_LOG_S = 6.0
+"""A request answered for this long gets its threads' stacks logged: the console gives up on a call at 10 s
+(console/agentlink.py CALL_TIMEOUT_S) and closes the link, so the log must have them before that."""
+
+
+class RequestClock:
+    """When the request being answered arrived (None between requests), for the watchdog."""
+
+    def __init__(self) -> None:
+        self.since: Optional[float] = None
+
+
+def watch(service: Any, clock: RequestClock) -> None:
+    """Exit when the console has said nothing for `service.silence_exit_s`; log the threads' stacks once when
+    a request has been answered for STALL_LOG_S.
 
     The console calls at least once a second while connected; a long silence means it
     is gone, which a network partition can hide from sshd (and so from stdin) for hours.
     """
+    logged = None
     while True:
-        time.sleep(min(5.0, service.silence_exit_s / 4))
-        silent = time.monotonic() - service.last_call
+        time.sleep(WATCH_EVERY_S)
+        now = time.monotonic()
+        since = clock.since
+        if since is not None and since != logged and now - since > STALL_LOG_S:
+            logged = since
+            log("a request has been answered for %.0f s; the threads are at:" % (now - since))
+            for line in describe_threads():
+                log("  " + line)
+        silent = now - service.last_call
         if silent > service.silence_exit_s:
             log("no word from the console in %d s, exiting" % silent)
             service.on_disconnect(None)
             os._exit(0)
+
+
+def describe_threads(depth: int = 5) -> List[str]:
+    """One line a thread: its name and innermost frames, innermost first (fits the console's log tail)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    lines = []
+    for ident, frame in sys._current_frames().items():
+        frames = traceback.extract_stack(frame)[-depth:]
+        lines.append("%s: %s" % (names.get(ident, ident), " < ".join(
+            "%s:%d %s" % (os.path.basename(f.filename), f.lineno, f.name) for f in reversed(frames))))
+    return lines
 
 
 def main() -> None:
@@ -81,8 +118,9 @@ def main() -> None:
         config={"allow_public_attrs": False, "allow_pickle": False, "sync_request_timeout": None},
     )
     log("serving on stdin/stdout (python %s, pid %d)" % (sys.version.split()[0], os.getpid()))
-    threading.Thread(target=watch_for_silence, args=(service,), name="watchdog", daemon=True).start()
-    serve_until_closed(conn)
+    clock = RequestClock()
+    threading.Thread(target=watch, args=(service, clock), name="watchdog", daemon=True).start()
+    serve_until_closed(conn, stream, clock)
     conn.close()
     service.on_disconnect(conn)
     log("console gone, exiting")
@@ -90,11 +128,18 @@ def main() -> None:
     os._exit(0)  # nothing is left to tear down: the pool is closed, the log flushed; the console waits for this
 
 
-def serve_until_closed(conn: Any) -> None:
-    """Answer requests until the stream ends (quietly: a console that goes is the normal end)."""
+def serve_until_closed(conn: Any, stream: Any = None, clock: Optional[RequestClock] = None) -> None:
+    """Answer requests until the stream ends (quietly: a console that goes is the normal end). With the
+    connection's `stream` and a `clock`, each request's arrival is kept on the clock until it is answered."""
     while not conn.closed:
         try:
-            conn.serve(None)
+            if clock is None:
+                conn.serve(None)
+                continue
+            stream.poll(None)
+            clock.since = time.monotonic()
+            conn.serve(0)
+            clock.since = None
         except EOFError:
             return
         except Exception as exc:  # the stream broke: the console is gone

@@ -233,3 +233,14 @@ def test_reconnect_returns_at_once_and_brings_the_node_back():
         assert cluster.sessions["local"].info["pid"] != first.info["pid"]
     finally:
         cluster.close()
+
+
+def test_a_request_answered_too_long_has_the_agents_stacks_in_the_log(link):
+    """An exchange waiting 7 s for an outcome that never comes stands for a stalled request: past 6 s, before
+    the console's call timeout, the agent logs where each of its threads is."""
+    link.hello()
+    link.start_job(SLOW_SQUARES)
+    assert link.exchange([], 7.0).outcomes == ()
+    assert _wait(lambda: any(": a request has been answered for " in line for line in link.log_lines))
+    assert _wait(lambda: any("  MainThread: " in line and "take" in line for line in link.log_lines)), link.log_lines
+    assert any("  pool-manager: " in line for line in link.log_lines), link.log_lines
