@@ -142,14 +142,24 @@ def describe_error(exc: BaseException) -> bytes:
 
 
 def decode_error_detail(data: bytes) -> Optional[ErrorDetail]:
-    """The ErrorDetail a node sent with an error outcome; None when there is none or it is not one."""
+    """The ErrorDetail a node sent with an error outcome, its text arguments `shown` (the exception rebuilt
+    from it is printed in a traceback); None when there is none or it is not one."""
     if not data:
         return None
     try:
         value = _fields("error detail", _loads_plain(data, "error detail"), ((str,), (tuple,)))
     except WireError:
         return None
-    return ErrorDetail(*value) if _is_plain(list(value[1])) else None
+    return ErrorDetail(value[0], _shown_plain(value[1])) if _is_plain(list(value[1])) else None
+
+
+def _shown_plain(value: Any) -> Any:
+    """Plain data with every string in it `shown`."""
+    if type(value) is str:
+        return shown(value)
+    if type(value) in (tuple, list):
+        return type(value)(_shown_plain(v) for v in value)
+    return value
 
 
 class Collected(NamedTuple):

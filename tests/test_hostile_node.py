@@ -29,7 +29,8 @@ from console.inventory import Node
 from console.jobspec import load_job
 from hostile_agent import exploit
 from nodeagent.wire import (
-    PROTOCOL_VERSION, Collected, ValueDecoder, WireError, decode_collected, decode_digests, decode_info, encode,
+    PROTOCOL_VERSION, Collected, ErrorDetail, ValueDecoder, WireError, decode_collected, decode_digests,
+    decode_error_detail, decode_info, encode,
 )
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_agent.py"
@@ -184,7 +185,8 @@ def test_wheel_tags_and_missing_wheels_from_a_node_are_checked():
 
 def test_a_nodes_text_reaches_the_terminal_without_control_characters():
     """An escape sequence (a window title, clearing the screen) in an agent's log, a chunk's error, traceback or
-    worker name, or its hello's hostname, is shown, not obeyed: the dashboard and the plain output print these."""
+    worker name, its hello's hostname, or the arguments of the exception the Python API raises again (a traceback
+    prints them) is shown, not obeyed: the dashboard, the plain output and tracebacks print these."""
     import io
 
     from console.agentlink import pump_lines
@@ -199,6 +201,8 @@ def test_a_nodes_text_reaches_the_terminal_without_control_characters():
         "ValueError: \ufffd[2Jno", "Traceback:\n  \ufffd]0;x\ufffd\n", "0\ufffd")
     hello = (PROTOCOL_VERSION, "pi\x1b]0;x\x07", "linux", "armv7l", "3.9.2", 4, 77, "fallback", "spawn", "cp39", "")
     assert decode_info(encode(hello)).hostname == "pi\ufffd]0;x\ufffd"
+    detail = encode(ErrorDetail("builtins:KeyError", ("\x1b]52;c;cm0gLXJm\x07", ["\x9b2J", 3])))
+    assert decode_error_detail(detail).args == ("\ufffd]52;c;cm0gLXJm\ufffd", ["\ufffd2J", 3])
 
 
 def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatch):
