@@ -14,22 +14,42 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
-import paramiko
 from rpyc.core.stream import Stream
 from rpyc.lib import Timeout
 
 from console.errors import HostKeyError, NodeError
 from console.inventory import Node
 
+
+def _import_paramiko_without_invoke() -> None:
+    """paramiko.config imports invoke (about two thirds of paramiko's import time, on the way to a node's first
+    result) only to run an ssh_config's `Match exec` lines: it is kept out here and brought in by
+    `resolve_target` for a config that has one."""
+    blocked = "invoke" not in sys.modules
+    if blocked:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError
+    try:
+        import paramiko  # noqa: F401
+    finally:
+        if blocked:
+            del sys.modules["invoke"]
+
+
+_import_paramiko_without_invoke()
+import paramiko  # noqa: E402
+
 __all__ = ["SSHTarget", "resolve_target", "NodeConnection", "ChannelStream", "fingerprint", "fetch_host_key",
            "pinned_key", "pin_host_key", "known_hosts_path"]
 
 KEEPALIVE_S = 5
+_MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -63,6 +83,10 @@ def resolve_target(node: Node, ssh_config: Optional[Path] = None) -> SSHTarget:
     config_path = ssh_config or Path.home() / ".ssh" / "config"
     entry: dict = {}
     if config_path.exists():
+        if getattr(paramiko.config, "invoke", ()) is None and _MATCH_EXEC.search(config_path.read_text(errors="replace")):
+            import invoke
+
+            paramiko.config.invoke = invoke
         entry = paramiko.SSHConfig.from_path(str(config_path)).lookup(node.host or "")
     hostname = entry.get("hostname", node.host or "")
     port = node.port or int(entry.get("port", 22))

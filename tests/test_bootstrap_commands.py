@@ -113,6 +113,16 @@ def test_ssh_config_alias_fills_what_the_inventory_leaves_out(tmp_path):
     assert resolve_target(Node("x", host="10.1.1.1", port=2200), config).host_key_name == "[10.1.1.1]:2200"
 
 
+def test_ssh_config_match_exec_runs_though_paramiko_is_imported_without_invoke(tmp_path, monkeypatch):
+    """console.ssh keeps invoke out of paramiko's import (it is slow) and brings it in for a `Match exec`."""
+    config = tmp_path / "config"
+    config.write_text("Match host lab* exec \"test -d /\"\n  User lab\nHost *\n  Port 2022\n")
+    with open(os.devnull) as nothing:
+        monkeypatch.setattr(sys, "stdin", nothing)  # invoke reads stdin, which pytest holds
+        assert resolve_target(Node("lab-1", host="lab1"), config) == SSHTarget("lab1", 2022, "lab", ())
+        assert resolve_target(Node("pi", host="pi"), config).user != "lab"
+
+
 def test_password_env_that_is_not_set_is_one_sentence(monkeypatch):
     from console.errors import NodeError
     from console.ssh import NodeConnection
