@@ -156,6 +156,10 @@ class AgentLink:
             raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
         return workers
 
+    def end_job(self) -> None:
+        """Tell the agent its job is over: its workers go, fresh ones start for the next job."""
+        self._call("end_job")
+
     def add_files(self, files: Dict[str, bytes]) -> None:
         """Give the running job more files ({relative path: content}) for the chunks sent after this."""
         self._call("add_files", pickle.dumps(files))

@@ -29,6 +29,10 @@ from nodeagent.wire import PROTOCOL_VERSION, ChunkItems, Collected, JobSettings,
 __all__ = ["AgentService", "describe_node"]
 
 
+WARM_AGAIN_S = 1.0
+"""How long after a job ends the agent starts fresh workers for the next one."""
+
+
 def pool_failed(trace: str) -> None:
     """The pool's manager thread failed: say why and exit, so the console reconnects a fresh agent."""
     log("the chunk pool failed, exiting:\n" + trace.rstrip())
@@ -84,6 +88,9 @@ class AgentService(rpyc.Service):
         self._warm: Optional[ChunkPool] = warm_pool
         """Workers started with the agent, for its first job (fresh: no job's code imported yet)."""
         self._job: Optional[JobSettings] = None
+        self._jobs = 0
+        """Jobs started so far."""
+        self._closing = False
         self._paths: tuple = ()
         self._lock = threading.Lock()
         self.last_call = time.monotonic()
@@ -92,6 +99,7 @@ class AgentService(rpyc.Service):
         """Silence after which the agent takes the console for gone (set by hello)."""
 
     def on_disconnect(self, conn: Any) -> None:
+        self._closing = True
         self._close_pool()
 
     def _close_pool(self) -> None:
@@ -100,6 +108,22 @@ class AgentService(rpyc.Service):
         for pool in pools:
             if pool is not None:
                 pool.close()
+
+    def _warm_again(self, workers: int, jobs: int) -> None:
+        """Start fresh workers for the next job, unless a job has started since or the agent is closing."""
+        def wanted() -> bool:
+            return not self._closing and self._jobs == jobs and self._pool is None and self._warm is None
+
+        if not wanted():
+            return
+        pool: Optional[ChunkPool] = ChunkPool(workers, on_failure=pool_failed)
+        with self._lock:
+            if wanted():
+                self._warm, pool = pool, None
+        if pool is not None:
+            pool.close()
+        else:
+            log("%d fresh workers started for the next job" % workers)
 
     def exposed_hello(self, console_protocol: int, silence_exit_s: float = 60.0) -> bytes:
         """Describe the node; the console refuses the agent when protocols differ."""
@@ -121,6 +145,7 @@ class AgentService(rpyc.Service):
         workers = settings.workers or os.cpu_count() or 1
         with self._lock:
             warm, self._warm = self._warm, None
+            self._jobs += 1
         self._close_pool()
         if warm is not None and warm.size == workers:
             pool = warm
@@ -132,6 +157,19 @@ class AgentService(rpyc.Service):
             self._job, self._paths, self._pool = settings, paths, pool
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))
         return workers
+
+    def exposed_end_job(self) -> None:
+        """The job is over: its workers go, and fresh ones of its size start WARM_AGAIN_S later for the next job
+        (by then a `console run` has closed the link; a dashboard's next job finds them up)."""
+        self.last_call = time.monotonic()
+        with self._lock:
+            pool, self._pool, self._job = self._pool, None, None
+        if pool is None:
+            return
+        pool.close()
+        timer = threading.Timer(WARM_AGAIN_S, self._warm_again, (pool.size, self._jobs))
+        timer.daemon = True
+        timer.start()
 
     def exposed_add_files(self, files: bytes) -> None:
         """Store more of the running job's files (pickled {relative path: content}) for the chunks after this."""

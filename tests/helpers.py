@@ -74,6 +74,18 @@ def wait_for(predicate: Callable[[], Any], limit: float = 30.0, interval: float 
     return bool(predicate())
 
 
+def pool_workers(agent_pid: int) -> set:
+    """The pids of an agent's living workers: forked (Linux) or spawned; not multiprocessing's resource tracker."""
+    workers = set()
+    for child in psutil.Process(agent_pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                workers.add(child.pid)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return workers
+
+
 def agents_started_after(started: float) -> list:
     """Pids of agent processes started since `started` (a time.time()) that are still there."""
     found = []

@@ -19,7 +19,7 @@ from console.agentlink import start_local_agent
 from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
-from helpers import FAULTY, write_job
+from helpers import FAULTY, pool_workers, write_job
 from nodeagent import PROTOCOL_VERSION
 from nodeagent.wire import ChunkItems, JobSettings
 
@@ -79,8 +79,8 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
     try:
         info = agent.hello()
 
-        def workers():  # forked (Linux) or spawned; not multiprocessing's resource tracker
-            return {p.pid for p in family(info["pid"])[1:] if "resource_tracker" not in " ".join(p.cmdline())}
+        def workers():
+            return pool_workers(info["pid"])
 
         assert _wait(lambda: len(workers()) == 2), "the warm workers did not start"
         warm = workers()
@@ -94,6 +94,29 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
         assert _wait(lambda: agent.exchange([], 0.5).outcomes)
         assert agent.start_job(SLOW_SQUARES) == 2
         assert _wait(lambda: len(workers()) == 2 and not warm & workers())
+    finally:
+        agent.close()
+
+
+def test_an_ended_jobs_workers_make_way_for_fresh_ones_the_next_job_runs_on():
+    """end_job: the job's workers exit and, a moment later, fresh ones start (spawned, no job's code in them);
+    the next job of that size runs on them instead of starting its own."""
+    agent = start_local_agent(sys.executable, lambda line: None, pool=2)
+    try:
+        pid = agent.hello()["pid"]
+        assert agent.start_job(SLOW_SQUARES) == 2
+        agent.exchange([ChunkItems(0, 1, pickle.dumps([3]))], 0)
+        assert _wait(lambda: agent.exchange([], 0.5).outcomes)
+        used = pool_workers(pid)
+        agent.end_job()
+        assert _wait(lambda: len(pool_workers(pid)) == 2 and not used & pool_workers(pid)), "no fresh workers"
+        fresh = pool_workers(pid)
+        assert agent.start_job(SLOW_SQUARES) == 2
+        assert pool_workers(pid) == fresh
+        agent.exchange([ChunkItems(1, 1, pickle.dumps([4]))], 0)
+        outcomes = []
+        assert _wait(lambda: outcomes.extend(agent.exchange([], 0.5).outcomes) or outcomes)
+        assert [(o.chunk, pickle.loads(o.value)) for o in outcomes] == [(1, [16])]
     finally:
         agent.close()
 

@@ -26,7 +26,9 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from console.scheduler import InvalidTransition, Scheduler
-from helpers import ROOT, agents_started_after, communicate, results, run_console, wait_for, write_job
+from helpers import (
+    ROOT, agents_started_after, communicate, pool_workers, results, run_console, wait_for, write_job,
+)
 
 WIDE = dict(os.environ, COLUMNS="1000")
 """Sentences naming long paths stay on one line."""
@@ -230,7 +232,8 @@ def test_counts_agree_with_the_journal_when_the_journal_fails(tmp_path, monkeypa
 
 def test_a_long_lived_cluster_runs_the_code_on_disk(tmp_path):
     """The dashboard's cluster stays up; the job's module and reducer are edited between two runs: the second
-    run uses the edited function on the node and the edited reducer in the console."""
+    run uses the edited function on the node and the edited reducer in the console. Between the runs the
+    node readies fresh workers (no job's code in them), and the second run runs on them."""
     module = tmp_path / "edited.py"
     module.write_text("def f(x):\n    return x * 2\n\ndef red(values):\n    return sum(map(sum, values))\n")
     job = write_job(tmp_path, function="edited:f", files=["edited.py"], items=range(10), chunk_size=5,
@@ -240,9 +243,17 @@ def test_a_long_lived_cluster_runs_the_code_on_disk(tmp_path):
         cluster.bootstrap()
         first = cluster.start_job(load_job(job))
         assert cluster.wait_job(60) == "ok"
-        module.write_text("def f(x):\n    return x * 3\n\ndef red(values):\n    return -sum(map(sum, values))\n")
+        session = cluster.sessions["local"]
+        wait_for(lambda: any("fresh workers started" in line for line in session.log_lines))
+        fresh = pool_workers(session.info["pid"])
+        assert len(fresh) == 1, list(session.log_lines)
+        pids = tmp_path / "pids"
+        module.write_text(f"import os\n\ndef f(x):\n    with open({str(pids)!r}, 'a') as out:\n"
+                          "        out.write(f'{os.getpid()}\\n')\n    return x * 3\n\n"
+                          "def red(values):\n    return -sum(map(sum, values))\n")
         second = cluster.start_job(load_job(job))
         assert cluster.wait_job(60) == "ok"
+        assert set(map(int, pids.read_text().split())) == fresh, "the second run did not run on the fresh workers"
     finally:
         cluster.close()
     assert first.document["result"] == 90

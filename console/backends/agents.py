@@ -85,6 +85,8 @@ class NodeSession(threading.Thread):
         """(job generation, sentence) when no wheels fit this node's platform for that job."""
         self._link: Optional[AgentLink] = None
         self._generation = -1
+        self._pool_job: Optional[JobRun] = None
+        """The job the agent runs a pool for, until it is told the job is over."""
         self._files_sent = 0
         """How many of the job's extra_files this agent has."""
         self._sent: Set[Tuple[int, int]] = set()
@@ -163,6 +165,7 @@ class NodeSession(threading.Thread):
         number, which the node's second answer turns into a protocol violation."""
         link, self._link = self._link, None
         self._generation = -1
+        self._pool_job = None
         self._sent.clear()
         self.cluster.node_lost(self.node.name, reason)
         self.outbox.clear()
@@ -175,6 +178,7 @@ class NodeSession(threading.Thread):
         next_metrics = 0.0
         while not self.stopping.is_set():
             self._join_job(link)
+            self._leave_ended_job(link)
             batch = self._flush(link)
             if batch or self.cluster.holding(self.node.name):
                 collected = link.exchange(batch, COLLECT_WAIT_S)
@@ -199,6 +203,7 @@ class NodeSession(threading.Thread):
             return
         link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
         self.workers = link.start_job(job.settings._replace(workers=self.node.workers, wheels=wheels))
+        self._pool_job = job
         self._files_sent = 0
         self._sent.clear()
         now = time.monotonic()
@@ -206,6 +211,14 @@ class NodeSession(threading.Thread):
         if self.draining:
             events.append(NodeDraining(self.node.name, now))
         self.cluster.handle(events)
+
+    def _leave_ended_job(self, link: AgentLink) -> None:
+        """The job this agent's pool runs is over and no other has started: the agent readies fresh workers for
+        the next one (the dashboard's next run starts on them instead of spawning its own)."""
+        job = self._pool_job
+        if job is not None and not job.running and job is self.cluster.job:
+            self._pool_job = None
+            link.end_job()
 
     def _stage_packages(self, link: AgentLink, job: JobRun) -> Optional[Tuple[str, ...]]:
         """The digests of the job's wheels for this node, sent to it first where it lacks them; None when no
