@@ -50,7 +50,10 @@ def main() -> None:
     cpu = scaling.twinx()
     cpu.plot([int(s) for s in sizes], [scale[s]["cpu_s_per_1000"] for s in sizes], marker="s", color="#d62728",
              label="console CPU s / 1,000 chunks")
-    cpu.set_ylabel("console CPU s per 1,000 chunks")
+    with_agents = [s for s in sizes if scale[s].get("agents_cpu_s_per_1000") is not None]
+    cpu.plot([int(s) for s in with_agents], [scale[s]["agents_cpu_s_per_1000"] for s in with_agents], marker="^",
+             color="#1f77b4", label="agents' and workers' CPU s / 1,000 chunks")
+    cpu.set_ylabel("CPU s per 1,000 chunks")
     scaling.set_ylim(bottom=0)
     cpu.set_ylim(bottom=0)
     scaling.set_title("dispatch as agents are added")

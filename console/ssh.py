@@ -83,7 +83,8 @@ def resolve_target(node: Node, ssh_config: Optional[Path] = None) -> SSHTarget:
     config_path = ssh_config or Path.home() / ".ssh" / "config"
     entry: dict = {}
     if config_path.exists():
-        if getattr(paramiko.config, "invoke", ()) is None and _MATCH_EXEC.search(config_path.read_text(errors="replace")):
+        kept_out = getattr(paramiko.config, "invoke", ()) is None
+        if kept_out and _MATCH_EXEC.search(config_path.read_text(errors="replace")):
             import invoke
 
             paramiko.config.invoke = invoke

@@ -91,6 +91,7 @@ class AgentService(rpyc.Service):
         self._jobs = 0
         """Jobs started so far."""
         self._closing = False
+        """The console is gone: no fresh workers start."""
         self._paths: tuple = ()
         self._lock = threading.Lock()
         self.last_call = time.monotonic()
