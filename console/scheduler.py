@@ -202,6 +202,8 @@ Instruction = Union[SendChunks, Journal, Cancel, JobEnded, ChunkGivenUp]
 
 MISTAKES = ("mistake", "refused")
 """ChunkFailed kinds that are the job's own mistake: the same on every node, every time."""
+TAIL_SHARE = 0.05
+"""An "auto" chunk at the job's tail holds at least this share of `target_chunk_s`'s work (25 ms of 0.5 s)."""
 
 
 class InvalidTransition(RuntimeError):
@@ -332,6 +334,9 @@ class Scheduler:
         self._next_id = 0
         self._created_all = False
         self._per_item_s: Optional[float] = None
+        self._recent_seconds = 0.0
+        self._recent_items = 0.0
+        """Running averages of a finished chunk's seconds and items; their ratio is `_per_item_s`."""
         self._chunk_seconds: Deque[float] = deque(maxlen=200)
         self._auto_size = 1
         self._hungry: Dict[str, None] = {}
@@ -416,8 +421,7 @@ class Scheduler:
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "done"))
         self._chunk_seconds.append(ev.seconds)
         if chunk.count:
-            per_item = ev.seconds / chunk.count
-            self._per_item_s = per_item if self._per_item_s is None else 0.8 * self._per_item_s + 0.2 * per_item
+            self._measured(ev.seconds, chunk.count)
 
     def _on_ChunkFailed(self, ev: ChunkFailed, out: List[Instruction]) -> None:
         chunk = self.chunks.get(ev.chunk)
@@ -567,6 +571,17 @@ class Scheduler:
         if self._cursor >= self.total_items and not self.streaming:
             self._created_all = True
 
+    def _measured(self, seconds: float, items: int) -> None:
+        """Seconds per item, from running averages of seconds and of items rather than of their ratio: a big
+        chunk weighs by its items, so the first chunks (one item, its time mostly the worker's start on the
+        job's code) stop counting once chunks have grown, and sizes reach the target in a few steps."""
+        if self._per_item_s is None:
+            self._recent_seconds, self._recent_items = seconds, float(items)
+        else:
+            self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
+            self._recent_items = 0.8 * self._recent_items + 0.2 * items
+        self._per_item_s = self._recent_seconds / self._recent_items
+
     def _next_size(self) -> int:
         if self.chunk_size is not None:
             return self.chunk_size
@@ -575,15 +590,18 @@ class Scheduler:
     def auto_chunk_size(self, remaining: Optional[int], largest: int = 1_000_000) -> int:
         """Items for the next "auto" chunk: doubling from 1 until a chunk time is measured, then about
         `target_chunk_s` of work, and no more than a share of the `remaining` items (when known) that
-        leaves every worker some."""
+        leaves every worker some, down to TAIL_SHARE of the target's work (finer, the tail would take a
+        round trip for every few items)."""
         if self._per_item_s is None:
             size = self._auto_size
             self._auto_size = min(self._auto_size * 2, 64)
             return min(size, largest)
-        size = int(self.target_chunk_s / max(self._per_item_s, 1e-7))
+        per_item = max(self._per_item_s, 1e-7)
+        size = int(self.target_chunk_s / per_item)
         if remaining is not None:
             workers = sum(t.workers for t in self.nodes.values() if t.alive) or 1
-            size = min(size, math.ceil(remaining / (2 * workers)))
+            finest = int(TAIL_SHARE * self.target_chunk_s / per_item)
+            size = min(size, max(math.ceil(remaining / (2 * workers)), finest))
         return max(1, min(size, largest))
 
     @property
