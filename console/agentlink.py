@@ -76,7 +76,7 @@ class BoundedChannel(Channel):
     __slots__ = ["limit"]
 
     def __init__(self, stream: Stream, limit: int) -> None:
-        super().__init__(stream)
+        super().__init__(stream, compress=False)  # as the agent's: zlib costs more CPU than a LAN saves
         self.limit = limit
 
     def recv(self) -> bytes:

@@ -258,6 +258,33 @@ def test_reconnect_returns_at_once_and_brings_the_node_back():
         cluster.close()
 
 
+def test_a_chunks_items_and_values_travel_uncompressed(link, monkeypatch):
+    """Frames carry no zlib either way (it cost the node more CPU than a LAN saves): the console's channel
+    sends none, and every frame header it reads from the agent, a 100,000-item chunk's values among them, says
+    "not compressed"."""
+    from rpyc.core.channel import Channel
+    from rpyc.core.stream import PipeStream
+
+    flags, at_header, read = [], [True], PipeStream.read
+
+    def reading(stream, count):  # a channel reads a frame's header, then its body
+        data = read(stream, count)
+        if at_header[0]:
+            flags.append(Channel.FRAME_HEADER.unpack(data)[1])
+        at_header[0] = not at_header[0]
+        return data
+
+    link.hello()
+    link.start_job(JobSettings("t", "faulty:square", "item", "list", {"faulty.py": FAULTY.read_bytes()}, 30.0, 1))
+    monkeypatch.setattr(PipeStream, "read", reading)
+    link.exchange([ChunkItems(0, 1, pickle.dumps(list(range(100_000))))], 0)
+    outcomes = []
+    assert _wait(lambda: outcomes.extend(link.exchange([], 0.5).outcomes) or outcomes)
+    assert len(outcomes[0].value) > 100_000 and pickle.loads(outcomes[0].value)[-1] == 99_999 ** 2
+    assert flags and not any(flags), flags
+    assert link._channel.compress is False
+
+
 def test_a_request_answered_too_long_has_the_agents_stacks_in_the_log(link):
     """An exchange waiting 7 s for an outcome that never comes stands for a stalled request: past 6 s, before
     the console's call timeout, the agent logs where each of its threads is."""
