@@ -12,7 +12,11 @@ __all__ = ["connect", "ClusterExecutor", "ClusterBroken", "RemoteError", "ChunkT
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("connect", "ClusterExecutor", "ClusterBroken"):
+    if name == "connect":
+        from console.api import connect
+
+        return connect
+    if name in ("ClusterExecutor", "ClusterBroken"):
         from console import executor
 
         return getattr(executor, name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -161,12 +160,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
     inventory = load_inventory(args.inventory or default_inventory())
-    if not (args.engine or inventory.engine):
-        from console.localagent import start_early
+    from console.localagent import start_local_agents
 
-        for node in inventory.nodes:  # their agents start while the rest of the console is imported
-            if node.transport == "local":
-                start_early(node.python or sys.executable, node.workers or os.cpu_count() or 1)
+    start_local_agents(inventory, args.engine)  # they start while the rest of the console is imported
     from rich.console import Console
 
     from console.cluster import NO_USABLE_NODE, open_cluster

@@ -1,4 +1,4 @@
-"""The Python API: the cluster as a `concurrent.futures.Executor`, opened with `connect()`.
+"""The Python API: the cluster as a `concurrent.futures.Executor`, opened with `connect()` (console/api.py).
 
 One engine with `console run`: `connect` opens the same `Cluster` (agents on
 the inventory's nodes, or a Dask cluster) and starts one streaming job on it
@@ -29,15 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from console.cluster import NO_USABLE_NODE, Cluster, open_cluster
-from console.inventory import default_inventory, load_inventory
+from console.inventory import Inventory
 from console.jobrun import JobRun
-from console.jobspec import JobSpec, requirement_problem
+from console.jobspec import JobSpec
 from console.remote import RemoteError, rebuild_exception
 from console.scheduler import ChunkAdded, ChunkGivenUp, Failure, InputClosed
 from console.shipping import Shipment, pickle_batch, ship
 from console.snapshot import ClusterSnapshot
 
-__all__ = ["connect", "ClusterExecutor", "ClusterBroken"]
+__all__ = ["open_executor", "ClusterExecutor", "ClusterBroken"]
 
 CALLS_FUNCTION = "nodeagent.calls:run_calls"
 UNKNOWN_LENGTH_CHUNK = 65_536
@@ -498,54 +498,14 @@ def _start_watching(cluster: Cluster, stopped: threading.Event) -> Optional[thre
     return thread
 
 
-def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] = None, progress: bool = False,
-            retries: int = 2, chunk_timeout: Optional[float] = None, result_types: Sequence[str] = (),
-            max_reply_mb: float = 256.0, requires: Sequence[str] = ()) -> ClusterExecutor:
-    """Open the cluster of an inventory as a `concurrent.futures.Executor`.
-
-    inventory: an inventory.toml (default: ./inventory.toml, else this machine as the one node).
-    engine: "dask://host:8786" to run on an existing Dask cluster instead of the inventory's nodes.
-    progress: show the live progress view of `console run` on the terminal (stderr), if it is one.
-    retries: further attempts for a chunk that raises, times out or loses its worker (as in a job file).
-    chunk_timeout: seconds a chunk may run before its worker is killed (default: no limit).
-    result_types: "module:Type" of values beyond plain data that calls may return (e.g. "fractions:Fraction").
-    max_reply_mb: the largest reply a node may send.
-    requires: requirements the calls import ("numpy>=1.26"), shipped to each node as wheels for its platform,
-        as [job] requires in a job file; a node no wheels fit takes no calls.
-
-    Example:
-        with connect() as cluster:
-            total = sum(cluster.map(count_primes, range(0, 2_000_000, 10_000)))
-            future = cluster.submit(factorize, 999_999_999_999)
-
-    Functions of installed modules go by name; of your own modules, with the module's source; of __main__, a
-    notebook or a lambda, by value (cloudpickle: only nodes with this Python's minor version can run them).
-    Nodes come up in the background; calls wait in the queue meanwhile. A bad inventory raises the console's
-    InventoryError with its sentence.
-    """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be 0 or more, not {retries!r}")
-    if chunk_timeout is not None and not chunk_timeout > 0:
-        raise ValueError(f"chunk_timeout must be more than 0 seconds (or None for no limit), not {chunk_timeout!r}")
-    if not max_reply_mb > 0:
-        raise ValueError(f"max_reply_mb must be more than 0, not {max_reply_mb!r}")
-    for ref in result_types:
-        module, sep, name = str(ref).partition(":")
-        if not (sep and module and name):
-            raise ValueError(f'result_types entries look like "module:Type" (e.g. "fractions:Fraction"), not {ref!r}')
-    for line in requires:
-        problem = requirement_problem(str(line))
-        if problem:
-            raise ValueError(f"requires: {problem}")
-    nodes = load_inventory(Path(inventory) if inventory is not None else default_inventory())
-    cluster = open_cluster(nodes, engine)
+def open_executor(inventory: Inventory, engine: Optional[str], **settings: Any) -> ClusterExecutor:
+    """The executor on the inventory's cluster (or the Dask cluster `engine` names): what `connect()`
+    (console/api.py) returns once it has checked its arguments. `settings` are ClusterExecutor's."""
+    cluster = open_cluster(inventory, engine)
     script = sys.argv[0] if sys.argv else ""
     name = Path(script).stem if script not in ("", "-c", "-m") else "python"
     try:
-        return ClusterExecutor(cluster, name=name or "python", retries=retries,
-                               chunk_timeout=chunk_timeout if chunk_timeout is not None else 7 * 24 * 3600.0,
-                               result_types=result_types, max_reply_mb=max_reply_mb, progress=progress,
-                               requires=requires)
+        return ClusterExecutor(cluster, name=name or "python", **settings)
     except BaseException:
         cluster.close()
         raise

@@ -1,9 +1,9 @@
 """The local node's agent process: started as early as the console can, adopted by its session.
 
-`console run` calls `start_early` before it imports the cluster's machinery
-(rpyc and the rest take a while on a small machine), so the agent's interpreter
-and its warm pool come up meanwhile; `launch` then adopts that process, or
-starts one. No socket anywhere: the agent speaks on its stdin/stdout. Light on
+`console run` and the Python API's `connect()` call `start_local_agents`
+before they import the cluster's machinery (rpyc and the rest take a while on
+a small machine), so the agent's interpreter and its warm pool come up
+meanwhile; `launch` then adopts that process, or starts one. No socket anywhere: the agent speaks on its stdin/stdout. Light on
 purpose: standard library and console.bundle only.
 """
 
@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from console.bundle import local_bundle
 from console.errors import NodeError
 
-__all__ = ["start_early", "launch"]
+if TYPE_CHECKING:
+    from console.inventory import Inventory
+
+__all__ = ["start_local_agents", "start_early", "launch"]
 
 _OWN_GROUP: Dict[str, Any] = (
     {"process_group": 0} if os.name == "posix" and sys.version_info >= (3, 11) else {"start_new_session": True})
@@ -28,6 +31,16 @@ the console a hundredth of it (its snapshot then took 0.2 to 2 s of waiting inst
 
 _early: Dict[Tuple[str, int], List[Tuple[subprocess.Popen, str]]] = {}
 """Agents started before their session, by (python, pool size)."""
+
+
+def start_local_agents(inventory: Inventory, engine: Optional[str] = None) -> None:
+    """Start the agents of the inventory's local nodes now, before the caller imports the rest of the console
+    (none when the job goes to a Dask cluster)."""
+    if engine or inventory.engine:
+        return
+    for node in inventory.nodes:
+        if node.transport == "local":
+            start_early(node.python or sys.executable, node.workers or os.cpu_count() or 1)
 
 
 def start_early(python: str, pool: int) -> None:
