@@ -333,10 +333,10 @@ class Scheduler:
         self._cursor = 0
         self._next_id = 0
         self._created_all = False
-        self._per_item_s: Optional[float] = None
         self._recent_seconds = 0.0
         self._recent_items = 0.0
-        """Running averages of a finished chunk's seconds and items; their ratio is `_per_item_s`."""
+        """Running averages of a finished chunk's seconds and items (0 until one is measured): their ratio is
+        the seconds an item takes."""
         self._chunk_seconds: Deque[float] = deque(maxlen=200)
         self._auto_size = 1
         self._hungry: Dict[str, None] = {}
@@ -575,12 +575,11 @@ class Scheduler:
         """Seconds per item, from running averages of seconds and of items rather than of their ratio: a big
         chunk weighs by its items, so the first chunks (one item, its time mostly the worker's start on the
         job's code) stop counting once chunks have grown, and sizes reach the target in a few steps."""
-        if self._per_item_s is None:
+        if not self._recent_items:
             self._recent_seconds, self._recent_items = seconds, float(items)
         else:
             self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
             self._recent_items = 0.8 * self._recent_items + 0.2 * items
-        self._per_item_s = self._recent_seconds / self._recent_items
 
     def _next_size(self) -> int:
         if self.chunk_size is not None:
@@ -592,11 +591,11 @@ class Scheduler:
         `target_chunk_s` of work, and no more than a share of the `remaining` items (when known) that
         leaves every worker some, down to TAIL_SHARE of the target's work (finer, the tail would take a
         round trip for every few items)."""
-        if self._per_item_s is None:
+        if not self._recent_items:
             size = self._auto_size
             self._auto_size = min(self._auto_size * 2, 64)
             return min(size, largest)
-        per_item = max(self._per_item_s, 1e-7)
+        per_item = max(self._recent_seconds / self._recent_items, 1e-7)
         size = int(self.target_chunk_s / per_item)
         if remaining is not None:
             workers = sum(t.workers for t in self.nodes.values() if t.alive) or 1
