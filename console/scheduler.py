@@ -202,6 +202,11 @@ Instruction = Union[SendChunks, Journal, Cancel, JobEnded, ChunkGivenUp]
 
 MISTAKES = ("mistake", "refused")
 """ChunkFailed kinds that are the job's own mistake: the same on every node, every time."""
+AHEAD_S = 0.02
+"""Work kept out for each worker of a node whose chunks are short: more than `prefetch` chunks, enough of them
+for this long, so that one round trip carries many chunks and the node's workers never wait on one."""
+MOST_AHEAD = 32
+"""Chunks a worker holds at most, however short they are."""
 TAIL_SHARE = 0.05
 """An "auto" chunk at the job's tail holds at least this share of `target_chunk_s`'s work (25 ms of 0.5 s)."""
 
@@ -274,6 +279,8 @@ class NodeTally:
     errors: int = 0
     recent: Deque[Tuple[int, int, float, str]] = field(default_factory=lambda: deque(maxlen=50))
     """(chunk, items, seconds, outcome) of the node's last chunks."""
+    chunk_s: float = 0.0
+    """Running average of the node's chunk seconds (0 until one finished)."""
 
     @property
     def credit(self) -> int:
@@ -419,6 +426,8 @@ class Scheduler:
         tally.items_done += chunk.count
         tally.busy_seconds += ev.seconds
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "done"))
+        tally.chunk_s = 0.8 * tally.chunk_s + 0.2 * ev.seconds if tally.chunk_s else ev.seconds
+        self._fit_capacity(tally)
         self._chunk_seconds.append(ev.seconds)
         if chunk.count:
             self._measured(ev.seconds, chunk.count)
@@ -663,6 +672,14 @@ class Scheduler:
         tally.held.add(chunk.id)
         self._transition(chunk, "sent", "SendChunks", tally.name, now)
         orders.append(ChunkOrder(chunk.id, chunk.attempt, chunk.start, chunk.count))
+
+    def _fit_capacity(self, tally: NodeTally) -> None:
+        """A node's credit: `prefetch` chunks a worker, or enough for AHEAD_S of its work when its chunks are
+        shorter (up to MOST_AHEAD); never below what it holds, so it shrinks as the node answers."""
+        per_worker = self.prefetch
+        if tally.chunk_s < AHEAD_S:
+            per_worker = max(per_worker, min(MOST_AHEAD, 1 + math.ceil(AHEAD_S / max(tally.chunk_s, 1e-6))))
+        tally.capacity = max(tally.workers * per_worker, len(tally.held))
 
     def _free(self, tally: NodeTally, chunk_id: int) -> None:
         """The node no longer holds the chunk: it has credit to fill."""

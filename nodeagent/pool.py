@@ -113,15 +113,16 @@ class ChunkPool:
         """Outcomes finished so far, waiting up to `wait` seconds for the first one.
 
         Then, for up to `linger` seconds more, later outcomes are waited for too while at least half the
-        workers still have a next task queued: one reply carries several outcomes (a wake-up of the agent and
-        of the console for each chunk costs the busy workers' cores), and the queue is refilled before a
-        worker runs short. A pool whose queue is low (one worker, the job's tail) answers at once."""
+        workers still have a next task queued and more tasks are queued than outcomes wait: one reply carries
+        several outcomes (a wake-up of the agent and of the console for each chunk costs the busy workers'
+        cores), and the queue is refilled before a worker runs short. A pool whose queue is low (one worker,
+        the job's tail) answers at once."""
         with self._done_cond:
             if not self._outcomes and wait > 0:
                 self._done_cond.wait(wait)
             if self._outcomes and linger > 0:
                 deadline = time.monotonic() + linger
-                while 2 * self._queued_for_later() >= self.size and not self._closed:
+                while self._worth_waiting() and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -129,9 +130,11 @@ class ChunkPool:
             outcomes, self._outcomes = self._outcomes, []
             return outcomes
 
-    def _queued_for_later(self) -> int:
-        """Queued tasks that no idle worker is about to take (under the lock)."""
-        return len(self._pending) - sum(1 for w in self._workers if w.task is None)
+    def _worth_waiting(self) -> bool:
+        """Whether the queue holds enough that the outcomes may wait for more (under the lock): tasks no idle
+        worker is about to take, for half the workers, and more of them than outcomes waiting."""
+        later = len(self._pending) - sum(1 for w in self._workers if w.task is None)
+        return 2 * later >= self.size and later >= len(self._outcomes)
 
     def busy(self) -> int:
         """Workers running a chunk now."""

@@ -188,24 +188,24 @@ def test_auto_chunk_sizes_double_from_one_until_a_result_is_measured(make: Calla
 
 
 def test_auto_chunk_size_follows_measured_seconds_per_item(make: Callable[..., Scheduler]) -> None:
-    """Chunk 0 (1 item) takes 10 ms, so the next chunk is 0.5 s / 10 ms = 50 items; chunk 1 (2 items, 40 ms)
-    moves the running averages to 16 ms for 1.2 items, 13.3 ms an item, and the next chunk to 37 items."""
+    """Chunk 0 (1 item) takes 25 ms, so the next chunk is 0.5 s / 25 ms = 20 items; chunk 1 (2 items, 130 ms)
+    moves the running averages to 46 ms for 1.2 items, 38.3 ms an item, and the next chunk to 13 items."""
     s = make(total_items=10_000, chunk_size=None, prefetch=2, target_chunk_s=0.5)
     assert s.handle(NodeJoined(WS1, 1)) == [SendChunks(WS1, (ChunkOrder(0, 1, 0, 1), ChunkOrder(1, 1, 1, 2)))]
-    assert s.handle(ChunkFinished.dummy(0, WS1, result=b"a", seconds=0.01, t=1)) == [
-        Journal(0, 0, 1, WS1, b"a"), SendChunks(WS1, (ChunkOrder(2, 1, 3, 50),)),
+    assert s.handle(ChunkFinished.dummy(0, WS1, result=b"a", seconds=0.025, t=1)) == [
+        Journal(0, 0, 1, WS1, b"a"), SendChunks(WS1, (ChunkOrder(2, 1, 3, 20),)),
     ]
-    assert s.handle(ChunkFinished.dummy(1, WS1, result=b"b", seconds=0.04, t=2)) == [
-        Journal(1, 1, 2, WS1, b"b"), SendChunks(WS1, (ChunkOrder(3, 1, 53, 37),)),
+    assert s.handle(ChunkFinished.dummy(1, WS1, result=b"b", seconds=0.13, t=2)) == [
+        Journal(1, 1, 2, WS1, b"b"), SendChunks(WS1, (ChunkOrder(3, 1, 23, 13),)),
     ]
 
 
 def test_auto_chunk_size_shares_the_remaining_items_down_to_the_finest_tail_chunk(
         make: Callable[..., Scheduler]) -> None:
-    """Items are very cheap (1 ms), so 0.5 s would be 500 items, but with 100 items and one worker each new
-    chunk is at most ceil(remaining / 2): the tail gets finer instead of one node taking it all, down to
-    TAIL_SHARE of the target's work (25 items here; finer, the tail would be a round trip every few items)."""
-    s = make(total_items=100, chunk_size=None, prefetch=1)
+    """An item takes 30 ms, so 5 s would be 166 items, but with 100 items and one worker each new chunk is at
+    most ceil(remaining / 2): the tail gets finer instead of one node taking it all, down to TAIL_SHARE of the
+    target's work (0.25 s, 8 items; finer, the tail would be a round trip every few items)."""
+    s = make(total_items=100, chunk_size=None, prefetch=1, target_chunk_s=5.0)
     out = s.handle(NodeJoined(WS1, 1))
     sizes = []
     while s.status == "running":
@@ -213,9 +213,30 @@ def test_auto_chunk_size_shares_the_remaining_items_down_to_the_finest_tail_chun
         assert len(sends) == 1, out
         (o,) = sends[0].chunks
         sizes.append(o.count)
-        out = s.handle(ChunkFinished.dummy(o.chunk, WS1, seconds=0.001 * o.count, t=len(sizes)))
-    assert sizes == [1, 50, 25, 24]
+        out = s.handle(ChunkFinished.dummy(o.chunk, WS1, seconds=0.03 * o.count, t=len(sizes)))
+    assert sizes == [1, 50, 25, 12, 8, 4]
     assert s.items_done == 100 and out[-1] == JobEnded("ok")
+
+
+def test_a_node_whose_chunks_are_short_holds_more_of_them_and_fewer_again_when_they_grow(
+        make: Callable[..., Scheduler]) -> None:
+    """Chunks of 1 ms: ws-1 (2 workers, prefetch 2) is given enough for 20 ms a worker ahead, 21 chunks a worker;
+    once its chunks take a second again, it gets none until it holds fewer than its 4 again."""
+    s = make(total_items=1000, chunk_size=1, prefetch=2)
+    [send] = s.handle(NodeJoined(WS1, 2))
+    assert len(send.chunks) == 4
+    [_, send] = s.handle(ChunkFinished.dummy(0, WS1, seconds=0.001, t=1))
+    assert len(send.chunks) == 42 - 3 and len(s.nodes[WS1].held) == 42
+    held = sorted(s.nodes[WS1].held)
+    for chunk in held[:30]:
+        out = s.handle(ChunkFinished.dummy(chunk, WS1, seconds=1.0, t=2))
+        assert not any(isinstance(i, SendChunks) for i in out), "a node of slow chunks got more while it held 4"
+    assert len(s.nodes[WS1].held) == 12 and s.nodes[WS1].capacity == 12
+    for chunk in held[30:38]:
+        s.handle(ChunkFinished.dummy(chunk, WS1, seconds=1.0, t=3))
+    assert len(s.nodes[WS1].held) == 4
+    [_, send] = s.handle(ChunkFinished.dummy(held[38], WS1, seconds=1.0, t=4))
+    assert len(send.chunks) == 1 and len(s.nodes[WS1].held) == 4
 
 
 # -- exactly once ------------------------------------------------------------------------
