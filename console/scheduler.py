@@ -5,8 +5,10 @@ point, `Scheduler.handle(*events) -> list[Instruction]`; nothing else mutates
 it. The cluster turns agent replies into events and carries out the
 instructions (send chunks, journal a result, cancel a losing copy).
 
-- Credit: a node holds at most `workers x prefetch` chunks; each result frees a
-  credit, so fast nodes get more work without tuning.
+- Credit: a node holds at most `workers x prefetch` chunks, or, when its chunks
+  are short, enough of them for AHEAD_S of work a worker (so one round trip
+  carries many); each result frees a credit, so fast nodes get more work
+  without tuning.
 - Exactly once: a result counts only from a node that holds the chunk, and only
   the first time; later copies are dropped and logged.
 - Retries: a chunk that raises, dies or times out runs again, on a node where it
