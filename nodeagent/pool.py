@@ -113,7 +113,7 @@ class ChunkPool:
         """Outcomes finished so far, waiting up to `wait` seconds for the first one.
 
         Then, for up to `linger` seconds more, later outcomes are waited for too while at least half the
-        workers still have a next task queued and more tasks are queued than outcomes wait: one reply carries
+        workers still have a next task queued and no fewer tasks are queued than outcomes wait: one reply carries
         several outcomes (a wake-up of the agent and of the console for each chunk costs the busy workers'
         cores), and the queue is refilled before a worker runs short. A pool whose queue is low (one worker,
         the job's tail) answers at once."""
@@ -132,7 +132,7 @@ class ChunkPool:
 
     def _worth_waiting(self) -> bool:
         """Whether the queue holds enough that the outcomes may wait for more (under the lock): tasks no idle
-        worker is about to take, for half the workers, and more of them than outcomes waiting."""
+        worker is about to take, for half the workers, and no fewer of them than outcomes waiting."""
         later = len(self._pending) - sum(1 for w in self._workers if w.task is None)
         return 2 * later >= self.size and later >= len(self._outcomes)
 

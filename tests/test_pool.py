@@ -145,7 +145,8 @@ def test_a_failing_manager_thread_is_reported_not_silent(monkeypatch):
 
 def test_outcomes_linger_while_the_queue_is_full_and_not_at_the_tail(pool):
     """While half the workers still have a next task queued, one take carries several outcomes; with nothing
-    queued (the tail) an outcome is answered at once, not after the linger."""
+    queued (the tail) an outcome is answered at once, not after the linger; from a deep queue (12 tasks on 2
+    workers) the outcomes come once about half of it has run, while the other half keeps the workers busy."""
     slow = dict(fn="faulty:slow_square")
     pool.submit([task(0, items=(2,)), task(1, items=range(20), **slow), task(2, items=(3,), **slow),
                  task(3, items=range(20), **slow)])
@@ -156,3 +157,6 @@ def test_outcomes_linger_while_the_queue_is_full_and_not_at_the_tail(pool):
     started = time.monotonic()
     assert [o.chunk for o in pool.take(30, linger=60)] == [4]
     assert time.monotonic() - started < 30, "the tail's outcome waited for the linger"
+    pool.submit([task(c, items=(c,), **slow) for c in range(10, 22)])  # a deep queue, as short chunks get
+    taken = sorted(o.chunk for o in pool.take(30, linger=30))  # neither at the first outcome nor at the last
+    assert 4 <= len(taken) <= 8 and taken == list(range(10, 10 + len(taken))), taken
