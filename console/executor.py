@@ -225,9 +225,11 @@ class ClusterExecutor(Executor):
                 if entry is not None and entry[1] is chunk:
                     del self._calls.by_start[chunk.start]
 
-    def _capacity(self) -> int:
+    def _capacity(self, auto: bool) -> int:
+        """Chunks the nodes hold at once: for "auto" chunks (long once sized), `prefetch` a worker."""
         with self._cluster.lock:
-            return max(2, self._run.scheduler.capacity)
+            scheduler = self._run.scheduler
+            return max(2, scheduler.long_capacity if auto else scheduler.capacity)
 
     def _auto_size(self, remaining: Optional[int]) -> int:
         with self._cluster.lock:
@@ -384,7 +386,7 @@ class _MapRun:
                 self._send_one()
 
     def _wants_more(self) -> bool:
-        capacity = self.executor._capacity()
+        capacity = self.executor._capacity(self.chunksize == "auto")
         if len(self.out) >= capacity:
             return False
         outstanding = len(self.waiting) + (0 if self.ordered else len(self.out))

@@ -213,6 +213,11 @@ TAIL_SHARE = 0.05
 """An "auto" chunk at the job's tail holds at least this share of `target_chunk_s`'s work (25 ms of 0.5 s)."""
 
 
+def _running(average: float, sample: float) -> float:
+    """One step of a running average the scheduler keeps (0: none yet, the sample is taken as it is)."""
+    return 0.8 * average + 0.2 * sample if average else float(sample)
+
+
 class InvalidTransition(RuntimeError):
     """A chunk was asked to move where the table does not allow: a scheduler bug."""
 
@@ -282,7 +287,12 @@ class NodeTally:
     recent: Deque[Tuple[int, int, float, str]] = field(default_factory=lambda: deque(maxlen=50))
     """(chunk, items, seconds, outcome) of the node's last chunks."""
     chunk_s: float = 0.0
-    """Running average of the node's chunk seconds (0 until one finished)."""
+    chunk_items: float = 0.0
+    """Running averages of the node's chunk seconds and items (0 until one finished)."""
+
+    def is_short(self, items: int) -> bool:
+        """A chunk of `items` would take this node under AHEAD_S, by what its chunks have taken so far."""
+        return bool(self.chunk_items) and items * self.chunk_s / self.chunk_items < AHEAD_S
 
     @property
     def credit(self) -> int:
@@ -428,7 +438,7 @@ class Scheduler:
         tally.items_done += chunk.count
         tally.busy_seconds += ev.seconds
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "done"))
-        tally.chunk_s = 0.8 * tally.chunk_s + 0.2 * ev.seconds if tally.chunk_s else ev.seconds
+        tally.chunk_s, tally.chunk_items = _running(tally.chunk_s, ev.seconds), _running(tally.chunk_items, chunk.count)
         self._fit_capacity(tally)
         self._chunk_seconds.append(ev.seconds)
         if chunk.count:
@@ -586,11 +596,8 @@ class Scheduler:
         """Seconds per item, from running averages of seconds and of items rather than of their ratio: a big
         chunk weighs by its items, so the first chunks (one item, its time mostly the worker's start on the
         job's code) stop counting once chunks have grown, and sizes reach the target in a few steps."""
-        if not self._recent_items:
-            self._recent_seconds, self._recent_items = seconds, float(items)
-        else:
-            self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
-            self._recent_items = 0.8 * self._recent_items + 0.2 * items
+        self._recent_seconds = _running(self._recent_seconds, seconds)
+        self._recent_items = _running(self._recent_items, items)
 
     def _next_size(self) -> int:
         if self.chunk_size is not None:
@@ -619,6 +626,12 @@ class Scheduler:
         """Chunks the live nodes can hold at once."""
         return sum(t.capacity for t in self.nodes.values() if t.alive and not t.draining)
 
+    @property
+    def long_capacity(self) -> int:
+        """Chunks the live nodes hold at once when they are long (`prefetch` a worker): all an "auto" chunk
+        gets, however short the chunks before it were."""
+        return sum(t.workers * self.prefetch for t in self.nodes.values() if t.alive and not t.draining)
+
     def _new_chunk(self) -> Optional[Chunk]:
         if self._created_all or self.streaming:
             return None
@@ -642,9 +655,13 @@ class Scheduler:
             credit = tally.credit
             orders: List[ChunkOrder] = []
             skipped: List[int] = []
+            base = tally.workers * self.prefetch
             while credit > 0:
                 chunk = self._take_for(tally, skipped)
                 if chunk is None:
+                    break
+                if len(tally.held) >= base and not tally.is_short(chunk.count):  # credit past `prefetch` is
+                    self.queue.appendleft(chunk.id)  # for short chunks only (an "auto" one is long once cut)
                     break
                 self._send(chunk, tally, now, orders)
                 credit -= 1

@@ -239,6 +239,19 @@ def test_a_node_whose_chunks_are_short_holds_more_of_them_and_fewer_again_when_t
     assert len(send.chunks) == 1 and len(s.nodes[WS1].held) == 4
 
 
+def test_auto_chunks_are_long_once_cut_so_a_node_of_short_probe_chunks_holds_no_more_than_prefetch(
+        make: Callable[..., Scheduler]) -> None:
+    """chunk_size "auto" with trivial items: the probe chunks take 0.1 ms, which would earn ws-1 (2 workers)
+    credit for 42, but the chunks cut next are sized for 0.5 s: it holds 4, as with long chunks, and the rest
+    stays queued for the other nodes."""
+    s = make(total_items=10_000_000, chunk_size=None, prefetch=2)
+    [send] = s.handle(NodeJoined(WS1, 2))
+    assert [o.count for o in send.chunks] == [1, 2, 4, 8]
+    [_, send] = s.handle(ChunkFinished.dummy(0, WS1, seconds=0.0001, t=1))
+    assert len(send.chunks) == 1 and send.chunks[0].count > 1000 and len(s.nodes[WS1].held) == 4
+    assert s.nodes[WS1].capacity > 4
+
+
 # -- exactly once ------------------------------------------------------------------------
 
 def test_duplicate_result_for_a_done_chunk_is_dropped_and_logged(s: Scheduler) -> None:
