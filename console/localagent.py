@@ -3,8 +3,9 @@
 `console run` and the Python API's `connect()` call `start_local_agents`
 before they import the cluster's machinery (rpyc and the rest take a while on
 a small machine), so the agent's interpreter and its warm pool come up
-meanwhile; `launch` then adopts that process, or starts one. No socket anywhere: the agent speaks on its stdin/stdout. Light on
-purpose: standard library and console.bundle only.
+meanwhile; `launch` then adopts that process, or starts one. No socket
+anywhere: the agent speaks on its stdin/stdout. Light on purpose: standard
+library and console.bundle only.
 """
 
 from __future__ import annotations
