@@ -246,7 +246,7 @@ def decode_info(data: Any) -> NodeInfo:
         raise ProtocolMismatch(f"the agent speaks protocol {theirs} and this console {PROTOCOL_VERSION}")
     fields = _fields("hello", value, ((int,), (str,), (str,), (str,), (str,), (int,), (int,), (str,), (str,), (str,),
                                       (str,)))
-    info = NodeInfo(*(shown(f) if type(f) is str else f for f in fields))  # a hostname is shown on the terminal
+    info = NodeInfo(*_shown_plain(fields))  # a hostname is shown on the terminal
     if not (_TAG.match(info.abi) and (not info.platform or _TAG.match(info.platform))):
         raise WireError("its hello names wheel tags that are not tags")
     return info
@@ -283,8 +283,7 @@ def decode_collected(data: Any) -> Collected:
         fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER, (str,)))
         if fields[2] not in OUTCOME_STATUSES:
             raise WireError(f"it sent a chunk outcome with the status {fields[2][:40]!r}")
-        chunk, attempt, status, value, error, tb, seconds, worker = fields
-        checked.append(ChunkOutcome(chunk, attempt, status, value, shown(error), shown(tb), seconds, shown(worker)))
+        checked.append(ChunkOutcome(*_shown_plain(fields)))
     return Collected(tuple(checked), busy, queued)
 
 
