@@ -25,9 +25,9 @@ with what was kept. `console bootstrap` always probes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import posixpath
 import shlex
 import time
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from console.agentlink import AgentLink, Progress, pump_lines
+from console.atomicfile import write_atomically
 from console.bundle import bundle
 from console.errors import NodeError
 from console.inventory import Node
@@ -189,16 +190,10 @@ def known_facts(conn: NodeConnection) -> Optional[NodeFacts]:
 def remember_facts(conn: NodeConnection, facts: NodeFacts) -> None:
     """Keep what the probe learnt for the next start; a cache that cannot be written is no fault: the next
     start probes again."""
-    path = _facts_file(conn)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-        partial.write_text(json.dumps({"shell": facts.shell.name, "os": facts.os, "arch": facts.arch,
-                                       "python": facts.python, "python_version": facts.python_version,
-                                       "cores": facts.cores, "cache_base": facts.cache_base}), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError:
-        pass
+    kept = {"shell": facts.shell.name, "os": facts.os, "arch": facts.arch, "python": facts.python,
+            "python_version": facts.python_version, "cores": facts.cores, "cache_base": facts.cache_base}
+    with contextlib.suppress(OSError):
+        write_atomically(_facts_file(conn), json.dumps(kept).encode("utf-8"))
 
 
 def _probe_answer(out: str) -> Optional[list]:

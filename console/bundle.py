@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import zipfile
 from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
 from functools import lru_cache
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import nodeagent
+from console.atomicfile import write_atomically
 from nodeagent.cache import cache_dir, content_hash
 
 __all__ = ["CODE_ROOT", "bundle", "local_bundle"]
@@ -82,8 +82,5 @@ def local_bundle(write: bool = True) -> Tuple[Path, str]:
         return path, "cached"
     if not write:
         return path, "missing"
-    base.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    write_atomically(path, data)
     return path, "written"

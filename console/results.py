@@ -9,11 +9,11 @@ name and renamed, so a reader never sees half of it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from console.atomicfile import write_atomically
 
 __all__ = ["reduce_values", "write_results"]
 
@@ -38,12 +38,4 @@ def reduce_values(reduce: str, values: Mapping[int, Any],
 def write_results(path: Path, document: Dict[str, Any]) -> None:
     """Write the results JSON atomically (values JSON cannot hold become strings); a failed write
     leaves no temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
+    write_atomically(path, (json.dumps(document, indent=1, default=str) + "\n").encode("utf-8"))

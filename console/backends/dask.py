@@ -32,6 +32,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 
+from console.atomicfile import write_atomically
 from console.bundle import bundle
 from console.errors import UsageError
 from console.jobrun import ChunkValue, JobRun
@@ -65,10 +66,7 @@ def _code_zip() -> Path:
             for info in source.infolist():
                 if info.filename != "__main__.py" and not info.filename.startswith(("rpyc/", "cloudpickle/")):
                     code.writestr(info, source.read(info))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{threading.get_ident()}.part")
-        partial.write_bytes(out.getvalue())
-        partial.replace(path)
+        write_atomically(path, out.getvalue())
     return path
 
 
