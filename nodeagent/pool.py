@@ -50,19 +50,43 @@ def default_start_method() -> str:
     return "spawn"
 
 
+PIPELINE_BELOW_S = 0.5
+"""A worker whose last chunk ran shorter than this gets its next task while it still runs one: the task waits
+in its pipe, so it starts the moment the other ends. Handing it over after the reply took 0.5 ms a chunk here
+(the agent's thread woken on busy cores), 1 % of 50 ms chunks, while `multiprocessing.Pool`'s workers read
+their next task at once. A long chunk gains nothing by it and would keep its successor from an idle worker."""
+PIPELINE_MAX_BYTES = 4096
+"""Only a task this small waits in a worker's pipe: the write must not block while the worker runs a chunk
+(a pipe holds 64 KB on Linux, multiprocessing's Windows pipes 8 KB)."""
+
+
 class _Worker:
-    __slots__ = ("slot", "process", "inbox", "conn", "task", "started")
+    __slots__ = ("slot", "process", "inbox", "conn", "tasks", "started", "last_s")
 
     def __init__(self, slot: int, process: Any, inbox: Any, conn: Any) -> None:
         self.slot = slot
         """Its place in the pool, kept by the worker that replaces it (a lane of the job's timeline)."""
         self.process = process
         self.inbox = inbox
-        """Where the agent writes the worker's next chunk."""
+        """Where the agent writes the worker's chunks."""
         self.conn = conn
         """Where the worker's replies arrive."""
-        self.task: Optional[Task] = None
+        self.tasks: Deque[Task] = deque()
+        """Sent to it, in order: the first runs, the next waits in its pipe."""
         self.started = 0.0
+        """When the first of `tasks` started (as the agent saw it)."""
+        self.last_s: Optional[float] = None
+        """How long its last chunk ran."""
+
+    @property
+    def task(self) -> Optional[Task]:
+        """The task it is running, if any."""
+        return self.tasks[0] if self.tasks else None
+
+    def may_take_next(self, task: Task) -> bool:
+        """Whether `task` may wait in its pipe behind the one it runs."""
+        return (len(self.tasks) == 1 and self.last_s is not None and self.last_s < PIPELINE_BELOW_S
+                and len(task.items) <= PIPELINE_MAX_BYTES)
 
 
 class ChunkPool:
@@ -83,6 +107,9 @@ class ChunkPool:
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
         self._cancelled: set = set()
+        self._unwanted: set = set()
+        """Cancelled chunks already in a worker's pipe: they run (a worker is worth more), their outcome is
+        dropped."""
         self._outcomes: List[ChunkOutcome] = []
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
@@ -95,12 +122,15 @@ class ChunkPool:
     # -- the callers' side ------------------------------------------------------
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        """Queue tasks; they start as workers free up. The manager is woken only when a worker is idle: a
-        busy one's reply wakes it anyway, and it takes the queue's next task then (the steady state)."""
+        """Queue tasks; they start as workers free up. The manager is woken only when a worker can take one
+        now (idle, or its pipe free for the next short chunk): a busy one's reply wakes it anyway, and it hands
+        out the queue's next task then (the steady state)."""
+        if not tasks:
+            return
         with self._lock:
             self._pending.extend(tasks)
-            idle = any(w.task is None for w in self._workers)
-        if idle:
+            ready = any(not w.tasks or w.may_take_next(tasks[0]) for w in self._workers)
+        if ready:
             self._wake()
 
     def cancel(self, chunks: Sequence[int]) -> None:
@@ -133,7 +163,7 @@ class ChunkPool:
     def _worth_waiting(self) -> bool:
         """Whether the queue holds enough that the outcomes may wait for more (under the lock): tasks no idle
         worker is about to take, for half the workers, and no fewer of them than outcomes waiting."""
-        later = len(self._pending) - sum(1 for w in self._workers if w.task is None)
+        later = self.queued() - sum(1 for w in self._workers if not w.tasks)
         return 2 * later >= self.size and later >= len(self._outcomes)
 
     def busy(self) -> int:
@@ -141,15 +171,16 @@ class ChunkPool:
         return sum(1 for w in self._workers if w.task is not None)
 
     def queued(self) -> int:
-        """Tasks waiting for a worker."""
-        return len(self._pending)
+        """Tasks not started: waiting in the queue or in a worker's pipe."""
+        return len(self._pending) + sum(len(w.tasks) - 1 for w in self._workers if w.tasks)
 
     def describe(self) -> str:
         """One line on the pool's state, for the log of an agent taken for stuck."""
         with self._lock:
             workers = ", ".join("%d: pid %s %s%s" % (
                 w.slot, w.process.pid, "alive" if w.process.is_alive() else "dead",
-                " running chunk %d for %.0f s" % (w.task.chunk, time.monotonic() - w.started) if w.task else " idle")
+                " running chunk %d for %.0f s, %d more sent" % (w.tasks[0].chunk, time.monotonic() - w.started,
+                                                                 len(w.tasks) - 1) if w.tasks else " idle")
                 for w in self._workers)
             return "manager %s, %d queued, %d outcomes unsent; workers %s" % (
                 "alive" if self._thread.is_alive() else "DEAD", len(self._pending), len(self._outcomes), workers)
@@ -190,19 +221,28 @@ class ChunkPool:
         worker.conn.close()
 
     def _replace(self, worker: _Worker) -> None:
+        """A new worker in this one's place; the tasks sent to it that it never started are first in line."""
         self._stop_worker(worker)
+        with self._lock:
+            self._pending.extendleft(reversed([t for t in worker.tasks if t.chunk not in self._unwanted]))
+            self._unwanted.difference_update(t.chunk for t in worker.tasks)
+        worker.tasks.clear()
         self._workers[self._workers.index(worker)] = self._start_worker(worker.slot)
         self.replaced += 1
 
     def _finish(self, worker: _Worker, status: str, value: bytes = b"", error: str = "",
                 tb: str = "", seconds: Optional[float] = None) -> None:
-        task = worker.task
-        worker.task = None
-        if task is None:
+        if not worker.tasks:
             return
+        task = worker.tasks.popleft()
+        now = time.monotonic()
         if seconds is None:
-            seconds = time.monotonic() - worker.started
+            seconds = now - worker.started
+        worker.started, worker.last_s = now, seconds  # the next task in its pipe, if any, runs from now
         with self._done_cond:
+            if task.chunk in self._unwanted:
+                self._unwanted.discard(task.chunk)
+                return
             if task.chunk in self._cancelled:
                 return
             self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds,
@@ -241,28 +281,41 @@ class ChunkPool:
         with self._lock:
             if not self._cancelled:
                 return
-            self._pending = deque(t for t in self._pending if t.chunk not in self._cancelled)
-            running = {w.task.chunk for w in self._workers if w.task is not None}
-            victims = [w for w in self._workers if w.task is not None and w.task.chunk in self._cancelled]
-            self._cancelled &= running
+            cancelled, self._cancelled = self._cancelled, set()
+            self._pending = deque(t for t in self._pending if t.chunk not in cancelled)
+            victims = [w for w in self._workers if w.tasks and w.tasks[0].chunk in cancelled]
+            self._unwanted.update(t.chunk for w in self._workers for t in list(w.tasks)[1:] if t.chunk in cancelled)
         for worker in victims:
-            worker.task = None
+            worker.tasks.popleft()
             self._replace(worker)
 
     def _assign(self) -> None:
-        for worker in self._workers:
-            if worker.task is not None:
-                continue
+        while True:
             with self._lock:
                 if not self._pending:
                     return
+                worker = self._taker(self._pending[0])
+                if worker is None:
+                    return
                 task = self._pending.popleft()
-            worker.task = task
-            worker.started = time.monotonic()
+            if not worker.tasks:
+                worker.started = time.monotonic()
+            worker.tasks.append(task)
             try:
                 worker.inbox.send((task.fn_ref, task.mode, task.combine, task.paths, task.items))
             except (OSError, EOFError):
                 self._died(worker)
+
+    def _taker(self, task: Task) -> Optional[_Worker]:
+        """The worker to send `task` to: an idle one, else of those whose pipe may hold it the one whose chunk
+        should end first (at a job's tail the last tasks go where they start soonest); None if none may."""
+        waiting = []
+        for worker in self._workers:
+            if not worker.tasks:
+                return worker
+            if worker.may_take_next(task):
+                waiting.append(worker)
+        return min(waiting, key=lambda w: w.started + w.last_s, default=None)
 
     def _collect(self, ready: List[Any]) -> None:
         for worker in list(self._workers):

@@ -160,3 +160,73 @@ def test_outcomes_linger_while_the_queue_is_full_and_not_at_the_tail(pool):
     pool.submit([task(c, items=(c,), **slow) for c in range(10, 22)])  # a deep queue, as short chunks get
     taken = sorted(o.chunk for o in pool.take(30, linger=30))  # neither at the first outcome nor at the last
     assert 4 <= len(taken) <= 8 and taken == list(range(10, 10 + len(taken))), taken
+
+
+def _warm(pool, limit=30.0):
+    """Run quick chunks until every worker has run one (a worker whose last chunk was short takes its next
+    task into its pipe)."""
+    deadline = time.monotonic() + limit
+    chunk = 1000
+    while any(w.last_s is None for w in pool._workers) and time.monotonic() < deadline:
+        pool.submit([task(chunk + i, items=(1,)) for i in range(pool.size)])
+        drain(pool, pool.size)
+        chunk += pool.size
+    assert all(w.last_s is not None for w in pool._workers)
+
+
+def _until(condition, limit=10.0):
+    deadline = time.monotonic() + limit
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_a_worker_of_short_chunks_has_its_next_task_waiting_in_its_pipe(pool):
+    """Each worker runs one short chunk with the next already sent, so it starts that one the moment the
+    other ends, as multiprocessing.Pool's workers do; all four come back."""
+    _warm(pool)
+    pool.submit([task(c, fn="faulty:slow_square", items=range(4)) for c in range(4)])
+    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    assert pool.busy() == 2 and pool.queued() == 2
+    out = drain(pool, 4)
+    assert sorted(out) == [0, 1, 2, 3] and all(o.status == "ok" for o in out.values())
+
+
+def test_a_worker_whose_chunks_are_long_gets_one_task_at_a_time(pool):
+    """A chunk of 0.5 s or more keeps its successor in the queue, for whichever worker frees first."""
+    pool.submit([task(0, fn="faulty:slow_square", items=range(12))])  # 0.6 s: the worker's last chunk is long
+    drain(pool, 1)
+    long_ran = next(w for w in pool._workers if w.last_s is not None)
+    pool.submit([task(c, fn="faulty:slow_square", items=range(12)) for c in range(1, 5)])
+    assert _until(lambda: pool.busy() == 2)
+    assert len(long_ran.tasks) == 1
+    assert sorted(drain(pool, 4)) == [1, 2, 3, 4]
+
+
+def test_the_task_waiting_in_a_killed_workers_pipe_runs_on_its_replacement(pool):
+    """SIGKILL a worker that runs one chunk and holds the next: the running one "died", the waiting one was
+    never started and runs on the new worker."""
+    _warm(pool)
+    slow = dict(fn="faulty:slow_square", items=range(40))
+    pool.submit([task(0, **slow), task(1, **slow), task(2), task(3)])
+    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    victim = next(w for w in pool._workers if w.task.chunk == 0)
+    waiting = victim.tasks[1].chunk
+    os.kill(victim.process.pid, signal.SIGKILL)
+    out = drain(pool, 4)
+    assert out[0].status == "died"
+    assert out[waiting].status == "ok" and pickle.loads(out[waiting].value) == [1, 4, 9]
+    assert pool.replaced == 1
+
+
+def test_a_cancelled_task_waiting_in_a_pipe_is_dropped_and_its_worker_kept(pool):
+    """Cancelling a short chunk that waits in a worker's pipe costs no worker: it runs, its outcome is
+    dropped."""
+    _warm(pool)
+    slow = dict(fn="faulty:slow_square", items=range(10))
+    pool.submit([task(0, **slow), task(1, **slow), task(2), task(3)])
+    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    pool.cancel([2])
+    out = drain(pool, 3)
+    assert sorted(out) == [0, 1, 3]
+    assert pool.take(0.5) == [] and pool.replaced == 0
