@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import psutil
 
+from console.localagent import FORKED_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
 
@@ -86,11 +88,14 @@ def pool_workers(agent_pid: int) -> set:
     return workers
 
 
+def is_agent(proc: psutil.Process) -> bool:
+    """Whether a process (from process_iter with "name" and "cmdline") is a local agent: the bundle run by a
+    Python, or a `console run` forked."""
+    return (proc.info["name"] == FORKED_NAME
+            or "cluster-console/agent-" in " ".join(proc.info["cmdline"] or ()))
+
+
 def agents_started_after(started: float) -> list:
     """Pids of agent processes started since `started` (a time.time()) that are still there."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = " ".join(proc.info["cmdline"] or ())
-        if "cluster-console/agent-" in cmdline and proc.info["create_time"] >= started - 1:
-            found.append(proc.pid)
-    return found
+    return [proc.pid for proc in psutil.process_iter(["name", "cmdline", "create_time"])
+            if is_agent(proc) and proc.info["create_time"] >= started - 1]

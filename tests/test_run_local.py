@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-from helpers import ROOT, communicate, results, run_console, write_job
+from helpers import ROOT, communicate, is_agent, results, run_console, write_job
 from jobs.factorize import factors
 
 
@@ -147,10 +147,43 @@ def test_auto_chunk_size_gives_the_same_answer(tmp_path):
     assert doc["items"] == {"total": 5000, "done": 5000}
 
 
+PROBE = """
+import os, sys
+
+def probe(x):
+    if x == 0 and not os.path.exists({mark!r}):
+        open({mark!r}, "w").close()
+        os._exit(3)
+    agent = os.getppid()
+    fds = {{os.readlink("/proc/%d/fd/%s" % (agent, fd)).split(":")[0] for fd in os.listdir("/proc/%d/fd" % agent)}}
+    with open("/proc/%d/comm" % agent) as comm, open("/proc/%d/stat" % agent) as stat:
+        return {{"agent": comm.read().strip(), "agent_parent": int(stat.read().rsplit(")", 1)[1].split()[1]),
+                "agent_fds": sorted(fds), "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
+"""
+
+
+def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_console_code(tmp_path):
+    """On Linux `console run` forks its local agent (an interpreter already up, site read): a child of the
+    console named console-agent, holding pipes and /dev/null only, none of the console's files. The worker
+    that replaces one the job's os._exit killed is spawned fresh and imports no console module."""
+    (tmp_path / "probe.py").write_text(PROBE.format(mark=str(tmp_path / "exited")))
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
+    job = write_job(tmp_path, function="probe:probe", items=[0], chunk_size=1, files=[str(tmp_path / "probe.py")])
+    console = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventory),
+                                "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = communicate(console, 120)
+    assert console.returncode == 0, stderr
+    doc = json.loads(stdout.splitlines()[-1])
+    [retried] = doc["result"]
+    assert retried == {"agent": "console-agent", "agent_parent": console.pid, "agent_fds": ["/dev/null", "pipe"],
+                       "console_modules": []}
+    assert doc["retried_attempts"] == 1
+
+
 def agents_of(pid):
     """Agent processes started by the console with this pid (they outlive it only by a bug)."""
-    return [p for p in psutil.process_iter(["cmdline", "ppid"])
-            if p.info["cmdline"] and "cluster-console/agent-" in " ".join(p.info["cmdline"]) and p.info["ppid"] == pid]
+    return [p for p in psutil.process_iter(["name", "cmdline", "ppid"]) if is_agent(p) and p.info["ppid"] == pid]
 
 
 def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):
