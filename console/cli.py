@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, List, NoReturn, Optional
+from typing import TYPE_CHECKING, List, NoReturn, Optional, TextIO, Union
 
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import default_inventory, load_inventory
@@ -25,7 +25,9 @@ from console.inventory import default_inventory, load_inventory
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from console.headless import PlainView
     from console.jobspec import JobSpec
+    from console.liveview import LiveView
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -55,7 +57,7 @@ examples:
 """
 
 RUN_HELP = """\
-Run JOB (a job.toml) headless: rich progress on a terminal, plain lines
+Run JOB (a job.toml) headless: live progress on a terminal, plain lines
 otherwise, then a summary table. Results go to the job's [output] path (or
 --output) as JSON. Every finished chunk is journalled first to
 OUTPUT.journal, so a run that was killed continues with --resume.
@@ -166,21 +168,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from console.localagent import start_local_agents
 
     start_local_agents(inventory, args.engine, fork=True)  # up while the rest of the console is imported
-    from rich.console import Console
-
     from console.cluster import NO_USABLE_NODE, open_cluster
-    from console.headless import render_summary, watch
+    from console.headless import summarize
     from console.jobspec import load_job
 
     spec = load_job(args.job, args.output)
-    shown = Console(stderr=args.json)
+    shown = _view(sys.stderr if args.json else sys.stdout)
     cluster = open_cluster(inventory, args.engine)
     try:
         run = cluster.start_job(spec, resume=args.resume)
         cluster.bootstrap()
         interrupted = False
         try:
-            snapshot = watch(cluster.snapshot, run.written.wait, shown)
+            snapshot = shown.watch(cluster.snapshot, run.written.wait)
         except KeyboardInterrupt:
             interrupted = True
             cluster.cancel_job()
@@ -188,14 +188,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             snapshot = cluster.snapshot()
         document = run.document
         assert document is not None
-        shown.print(render_summary(document, snapshot))
+        shown.summary(summarize(document, snapshot))
     finally:
         cluster.close()
     if document.get("console_error"):
         if run.console_traceback:
-            Console(stderr=True).print(run.console_traceback, markup=False, highlight=False)
+            print(run.console_traceback, file=sys.stderr)
         return EXIT_CONSOLE
-    shown.print(f"results: {spec.output}", markup=False, highlight=False)
+    shown.line(f"results: {spec.output}")
     if args.json:
         print(json.dumps(document, default=str))
     if interrupted:
@@ -205,6 +205,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if document.get("mistake"):
         return EXIT_USAGE
     return EXIT_OK if document["status"] == "ok" else EXIT_FAILED
+
+
+def _view(stream: TextIO) -> Union[PlainView, LiveView]:
+    """How `console run` shows itself on `stream`: live through rich on a terminal, plain lines elsewhere
+    (without importing rich)."""
+    if stream.isatty():
+        from rich.console import Console
+
+        from console.liveview import LiveView
+
+        return LiveView(Console(file=stream))
+    from console.headless import PlainView
+
+    return PlainView(stream)
 
 
 def _report_table(reports: list, title: str) -> Table:

@@ -487,15 +487,14 @@ def _length(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
 
 def _start_watching(cluster: Cluster, stopped: threading.Event) -> Optional[threading.Thread]:
     """The live view of `console run` on the terminal, until `stopped`; nothing when not a terminal."""
+    if not sys.stderr.isatty():
+        return None
     from rich.console import Console
 
-    from console.headless import watch
+    from console.liveview import LiveView
 
-    shown = Console(stderr=True)
-    if not shown.is_terminal:
-        return None
-    thread = threading.Thread(target=watch, args=(cluster.snapshot, stopped.wait, shown), name="api-progress",
-                              daemon=True)
+    thread = threading.Thread(target=LiveView(Console(stderr=True)).watch, args=(cluster.snapshot, stopped.wait),
+                              name="api-progress", daemon=True)
     thread.start()
     return thread
 

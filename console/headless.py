@@ -1,27 +1,23 @@
-"""`console run`: the job without the dashboard.
+"""`console run` off a terminal: plain sentences, and the summary as plain text.
 
-On a terminal, a live view redrawn from snapshots a few times a second: the
-overall bar, items/s, ETA, and a line per node with its state, CPU and chunks.
-Off a terminal, one plain sentence per event that matters (a node up, lost or
-failed; a chunk failed for good) and a progress line every few seconds. Either
-way a summary table at the end. Reads `ClusterSnapshot`s only.
+One sentence per event that matters (a node up, lost or failed; a chunk failed
+for good) and a progress line every few seconds, then the summary: the job's
+table of nodes, its answer, and what went wrong. Plain lines for a log or a
+pipe, never wrapped; no rich imported (it would cost a short job's `console
+run` 30 ms of start-up on a small machine). On a terminal, console/liveview.py
+draws the same from the same `Summary`. Reads `ClusterSnapshot`s only.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Tuple
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import IO, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from console import format as f
-from console.snapshot import ClusterSnapshot, JobSnapshot, NodeSnapshot
+from console.snapshot import ClusterSnapshot, JobSnapshot
 
-__all__ = ["render_live", "render_summary", "PlainReporter", "watch", "progress_line"]
+__all__ = ["Summary", "summarize", "plain_summary", "PlainReporter", "PlainView", "progress_line"]
+
 
 def progress_line(job: JobSnapshot, nodes_up: int) -> str:
     """One sentence of progress, for logs."""
@@ -31,78 +27,71 @@ def progress_line(job: JobSnapshot, nodes_up: int) -> str:
             f"{nodes_up} node(s) up, {job.chunks_failed} chunk(s) failed, ETA {f.duration(job.eta_s)}")
 
 
-def _node_table(nodes: Tuple[NodeSnapshot, ...]) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column, justify in (("node", "left"), ("state", "left"), ("cpu", "right"), ("busy", "right"),
-                            ("chunks", "right"), ("items/s", "right"), ("errors", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for node in nodes:
-        workers = f"{node.workers_busy}/{node.workers}" if node.workers else "n/a"
-        table.add_row(
-            node.name, Text(node.state, style=f.STATE_STYLE.get(node.state, "")), f.percent(node.cpu_percent).strip(),
-            workers, str(node.chunks_done), f.rate(node.items_per_s), str(node.errors),
-        )
-    return table
+SUMMARY_COLUMNS = ("node", "chunks", "items", "busy s", "errors", "state")
+SUMMARY_LEFT = ("node", "state")
+"""The summary table's columns set to the left; numbers go to the right."""
 
 
-def render_live(snapshot: ClusterSnapshot) -> RenderableType:
-    """The live view of one snapshot."""
-    job = snapshot.job
-    if job is None:
-        return _node_table(snapshot.nodes)
-    bar = Table.grid(padding=(0, 1))
-    bar.add_row(
-        Text(job.name, style="bold"),
-        ProgressBar(total=job.items_total or 1, completed=job.items_done, width=40),
-        f"{job.items_done:,}/{job.items_total or 0:,} items",
-        f"{f.rate(job.items_per_s)}/s",
-        f"ETA {f.duration(job.eta_s)}",
-        f"{snapshot.nodes_up} up",
-        Text(f"{job.chunks_failed} failed", style="red" if job.chunks_failed else ""),
-    )
-    return Group(bar, _node_table(snapshot.nodes))
+class Summary(NamedTuple):
+    """What the end of a job shows, for either view."""
+
+    title: str
+    rows: Tuple[Tuple[str, ...], ...]
+    """One per node, in SUMMARY_COLUMNS' order."""
+    answer: Optional[str]
+    notes: Tuple[Tuple[str, str], ...]
+    """(sentence, style: "", "red", "yellow" or "bold red"), after the answer."""
 
 
-def render_summary(document: Dict, snapshot: ClusterSnapshot) -> RenderableType:
-    """The table printed when the job ends, from the results document."""
-    table = Table(title=f"{document['job']}: {document['status']} in {f.duration(document['elapsed_s'])}",
-                  header_style="bold")
-    for column in ("node", "chunks", "items", "busy s", "errors", "state"):
-        table.add_column(column, justify="left" if column in ("node", "state") else "right")
-    errors = {n.name: n for n in snapshot.nodes}
+def summarize(document: Dict, snapshot: ClusterSnapshot) -> Summary:
+    """The summary of a job from its results document and the cluster's last snapshot."""
+    nodes = {n.name: n for n in snapshot.nodes}
+    rows = []
     for name, share in document["nodes"].items():
-        node = errors.get(name)
-        table.add_row(name, str(share["chunks"]), f"{share['items']:,}", f"{share['busy_seconds']:.1f}",
-                      str(node.errors if node else 0), node.state if node else "n/a")
+        node = nodes.get(name)
+        rows.append((name, str(share["chunks"]), f"{share['items']:,}", f"{share['busy_seconds']:.1f}",
+                     str(node.errors if node else 0), node.state if node else "n/a"))
     chunks = document["chunks"]
-    lines: List[RenderableType] = [table, Text(
-        f"chunks: {chunks['done']} done, {chunks['failed']} failed of {chunks['total']}; "
-        f"{document['retried_attempts']} attempt(s) retried"
-    )]
+    notes: List[Tuple[str, str]] = [(f"chunks: {chunks['done']} done, {chunks['failed']} failed of "
+                                     f"{chunks['total']}; {document['retried_attempts']} attempt(s) retried", "")]
     for failure in document["failures"]:
         if failure["error"] == document.get("mistake"):
             continue  # said once, below
-        lines.append(Text(f"chunk {failure['chunk']} failed for good on {failure['node']} "
-                          f"(attempt {failure['attempt']}): {failure['error']}", style="red"))
+        notes.append((f"chunk {failure['chunk']} failed for good on {failure['node']} "
+                      f"(attempt {failure['attempt']}): {failure['error']}", "red"))
     for node in snapshot.nodes:
         if node.state == "failed" and node.error:
-            lines.append(Text(node.error, style="red"))
+            notes.append((node.error, "red"))
         elif node.state in ("connecting", "bootstrapping"):
-            lines.append(Text(f"{node.name} ({node.address or 'local'}): was still {node.state} when the job "
-                              "ended and took no part.", style="yellow"))
+            notes.append((f"{node.name} ({node.address or 'local'}): was still {node.state} when the job "
+                          "ended and took no part.", "yellow"))
     failed = {node.name for node in snapshot.nodes if node.state == "failed"}
     for name, sentence in document.get("node_errors", {}).items():
         if name not in failed:  # sat the job out: no wheels fit its platform
-            lines.append(Text(sentence, style="yellow"))
-    if snapshot.job is not None and snapshot.job.answer is not None:
-        lines.insert(1, Text.assemble(("answer: ", "bold"), snapshot.job.answer))
+            notes.append((sentence, "yellow"))
     if document.get("mistake"):
-        lines.append(Text(f"stopped: {document['mistake']}", style="bold red"))
+        notes.append((f"stopped: {document['mistake']}", "bold red"))
     if document.get("reason"):
-        lines.append(Text(f"stopped: {document['reason']}", style="red"))
+        notes.append((f"stopped: {document['reason']}", "red"))
     if document.get("console_error"):
-        lines.append(Text(f"error: {document['console_error']}", style="bold red"))
-    return Group(*lines)
+        notes.append((f"error: {document['console_error']}", "bold red"))
+    answer = snapshot.job.answer if snapshot.job is not None else None
+    return Summary(f"{document['job']}: {document['status']} in {f.duration(document['elapsed_s'])}",
+                   tuple(rows), answer, tuple(notes))
+
+
+def plain_summary(summary: Summary) -> List[str]:
+    """The summary as plain lines: the title, the nodes' table in aligned columns, the answer, the notes."""
+    table = [SUMMARY_COLUMNS, *summary.rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(SUMMARY_COLUMNS))]
+    lines = [summary.title]
+    for row in table:
+        cells = (cell.ljust(width) if column in SUMMARY_LEFT else cell.rjust(width)
+                 for column, cell, width in zip(SUMMARY_COLUMNS, row, widths))
+        lines.append("  ".join(cells).rstrip())
+    if summary.answer is not None:
+        lines.append(f"answer: {summary.answer}")
+    return lines + [sentence for sentence, _ in summary.notes]
 
 
 LOG_TAIL = 5
@@ -143,18 +132,27 @@ class PlainReporter:
             self._next = now + self.every
 
 
-def watch(source: Callable[[], ClusterSnapshot], done: Callable[[float], bool], console: Console) -> ClusterSnapshot:
-    """Show progress until `done(wait)` says the job ended; the last snapshot."""
-    if console.is_terminal:
-        with Live(render_live(source()), console=console, refresh_per_second=4, transient=False) as live:
-            while not done(0.25):
-                live.update(render_live(source()))
-            snapshot = source()
-            live.update(render_live(snapshot))
-            return snapshot
-    reporter = PlainReporter(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-    while not done(0.5):
-        reporter.report(source(), time.monotonic())
-    snapshot = source()
-    reporter.report(snapshot, float("inf"))
-    return snapshot
+class PlainView:
+    """`console run`'s output as plain lines on a stream that is not a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def line(self, text: str) -> None:
+        """One line, as it is."""
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def watch(self, source: Callable[[], ClusterSnapshot], done: Callable[[float], bool]) -> ClusterSnapshot:
+        """Report progress until `done(wait)` says the job ended; the last snapshot."""
+        reporter = PlainReporter(self.line)
+        while not done(0.5):
+            reporter.report(source(), time.monotonic())
+        snapshot = source()
+        reporter.report(snapshot, float("inf"))
+        return snapshot
+
+    def summary(self, summary: Summary) -> None:
+        """The job's summary."""
+        for text in plain_summary(summary):
+            self.line(text)

@@ -6,7 +6,8 @@ import io
 from rich.console import Console
 
 from console.format import duration
-from console.headless import PlainReporter, progress_line, render_live, render_summary
+from console.headless import PlainReporter, plain_summary, progress_line, summarize
+from console.liveview import render_live, render_summary
 from console.snapshot import ClusterSnapshot, FailureRecord, JobSnapshot, NodeSnapshot
 
 JOB = JobSnapshot(name="factorize", status="running", items_total=1000, items_done=450, chunks_total=20,
@@ -71,8 +72,30 @@ def test_summary_names_failures_and_failed_nodes():
                 "failures": [{"chunk": 3, "node": "ws-1", "attempt": 3, "error": "ZeroDivisionError: x"}]}
     failed = NodeSnapshot(name="pi-3", transport="ssh", address="10.0.0.23:22", tags=(), state="failed",
                           error="pi-3 (10.0.0.23:22): no usable Python.")
-    text = render(render_summary(document, ClusterSnapshot(0.0, (WS1, failed))), width=120)
+    summary = summarize(document, ClusterSnapshot(0.0, (WS1, failed)))
+    text = render(render_summary(summary), width=120)
     assert "factorize: failed in 12s" in text
     assert "chunks: 19 done, 1 failed of 20; 2 attempt(s) retried" in text
     assert "chunk 3 failed for good on ws-1 (attempt 3): ZeroDivisionError: x" in text
     assert "pi-3 (10.0.0.23:22): no usable Python." in text
+    assert plain_summary(summary) == [
+        "factorize: failed in 12s",
+        "node  chunks  items  busy s  errors  state",
+        "ws-1      19    950    40.2       0  busy",
+        "chunks: 19 done, 1 failed of 20; 2 attempt(s) retried",
+        "chunk 3 failed for good on ws-1 (attempt 3): ZeroDivisionError: x",
+        "pi-3 (10.0.0.23:22): no usable Python.",
+    ]
+
+
+def test_plain_summary_puts_the_answer_after_the_table_and_wraps_nothing():
+    document = {"job": "sum", "status": "ok", "elapsed_s": 1.0, "chunks": {"total": 1, "done": 1, "failed": 0},
+                "retried_attempts": 0, "nodes": {"a-node-with-a-long-name": {"chunks": 1, "items": 12345,
+                                                                           "busy_seconds": 0.04}},
+                "failures": []}
+    answer = "x" * 300
+    job = dataclasses.replace(JOB, answer=answer)
+    lines = plain_summary(summarize(document, ClusterSnapshot(0.0, (), job=job)))
+    assert lines[1:4] == ["node                     chunks   items  busy s  errors  state",
+                          "a-node-with-a-long-name       1  12,345     0.0       0  n/a",
+                          f"answer: {answer}"]

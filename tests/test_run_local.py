@@ -158,7 +158,8 @@ def probe(x):
     fds = {{os.readlink("/proc/%d/fd/%s" % (agent, fd)).split(":")[0] for fd in os.listdir("/proc/%d/fd" % agent)}}
     with open("/proc/%d/comm" % agent) as comm, open("/proc/%d/stat" % agent) as stat:
         return {{"agent": comm.read().strip(), "agent_parent": int(stat.read().rsplit(")", 1)[1].split()[1]),
-                "agent_fds": sorted(fds), "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
+                "agent_fds": sorted(fds),
+                "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
 """
 
 
@@ -179,6 +180,23 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     assert retried == {"agent": "console-agent", "agent_parent": console.pid, "agent_fds": ["/dev/null", "pipe"],
                        "console_modules": []}
     assert doc["retried_attempts"] == 1
+
+
+def test_console_run_off_a_terminal_prints_plain_lines_and_imports_no_rich(tmp_path):
+    """Into a pipe: the summary is plain aligned text, no line wrapped, and rich is never imported (its
+    import is 30 ms of a short job's start-up)."""
+    job = write_job(tmp_path, items=range(3), chunk_size=1, reduce="sum")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "console.cli", "run", str(job)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="40"))
+    assert proc.returncode == 0, proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "console.cluster" in imported and not [m for m in imported if m.split(".")[0] == "rich"]
+    lines = proc.stdout.splitlines()
+    title = lines.index(next(line for line in lines if line.startswith("job: ok in ")))
+    assert lines[title + 1].split() == ["node", "chunks", "items", "busy", "s", "errors", "state"]
+    assert lines[title + 2].split()[:3] == ["local", "3", "3"]
+    assert lines[title + 3:title + 5] == ["answer: 5", "chunks: 3 done, 0 failed of 3; 0 attempt(s) retried"]
+    assert lines[-1] == f"results: {job.with_suffix('.results.json')}"
 
 
 def agents_of(pid):

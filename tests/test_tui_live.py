@@ -185,6 +185,23 @@ def test_real_console_under_tmux_runs_the_example(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_console_run_in_a_real_terminal_draws_the_live_view_and_the_summary_table(tmp_path):
+    """`console run JOB` on a terminal: the live bar and node lines, then the summary as a drawn table with the
+    answer under it (off a terminal the same is plain lines: test_run_local.py)."""
+    from jobs.randsum import expected
+
+    pane = TmuxPane(f"cd {tmp_path} && PYTHONPATH={ROOT} {sys.executable} -m console.cli run "
+                    f"{ROOT / 'jobs/examples/randsum.toml'}", hold=True)
+    try:
+        screen = pane.wait("results: randsum.results.json", 120)
+        assert "40/40 items" in screen and "ETA" in screen, screen
+        assert "randsum: ok in" in screen and "┃ node " in screen and "│ local " in screen, screen
+        assert f"answer: {expected(range(40))}" in screen, screen
+    finally:
+        pane.close()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_the_python_apis_progress_view_in_a_real_terminal():
     """connect(progress=True) in a terminal: the live view of `console run` while the script runs."""
     from jobs.randsum import expected
