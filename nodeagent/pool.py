@@ -247,7 +247,8 @@ class ChunkPool:
                 return
             self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds,
                                                str(worker.slot)))
-            self._done_cond.notify_all()
+            if len(self._outcomes) == 1 or not self._worth_waiting():  # a `take` lingering for more sleeps on:
+                self._done_cond.notify_all()  # each wake-up of it would take a busy worker's core a while
 
     def _manage(self) -> None:
         try:
