@@ -1,7 +1,7 @@
 """`console run` against a script calling multiprocessing.Pool(2).map: whole processes, same work, interleaved.
 
 Each case runs both sides as fresh processes, timed from outside (interpreter
-start to exit), alternating over repetitions; the process tree's peak memory
+start to exit), alternating over repetitions, each side first every other time; the process tree's peak memory
 (the sum of its processes' RSS, sampled every 10 ms) is recorded too. Prints
 the median ratio pool_time / console_time with its min and max (1.0: as fast
 as Pool), the median difference in seconds, and the median peak memories.
@@ -151,8 +151,12 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             run_measured(argv)  # untimed: caches, bytecode, the agent bundle
     for rep in range(args.reps):
         for case in chosen:
-            pool, pool_mem = run_measured(argvs[case][0])
-            console, console_mem = run_measured(argvs[case][1])
+            if rep % 2:  # each side goes first every other repetition: the second of two runs found the
+                console, console_mem = run_measured(argvs[case][1])  # machine otherwise than the first
+                pool, pool_mem = run_measured(argvs[case][0])
+            else:
+                pool, pool_mem = run_measured(argvs[case][0])
+                console, console_mem = run_measured(argvs[case][1])
             attempts = json.loads(cases[case][0].with_suffix(".json").read_text())["attempts"]
             first = min(a["end_s"] for a in attempts if a["outcome"] == "done")
             for key, value in (("pool", pool), ("console", console), ("pool_mem", pool_mem),
