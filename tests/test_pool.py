@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import FAULTY
+from helpers import FAULTY, wait_for
 from nodeagent.pool import ChunkPool, Task
 
 PATHS = (str(FAULTY.parent),)
@@ -174,11 +174,10 @@ def _warm(pool, limit=30.0):
     assert all(w.last_s is not None for w in pool._workers)
 
 
-def _until(condition, limit=10.0):
-    deadline = time.monotonic() + limit
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return condition()
+def _each_worker_holds_two(pool):
+    """Every worker runs a task and has the next one waiting in its pipe (polled briefly: the state lasts a
+    chunk)."""
+    return wait_for(lambda: sorted(len(w.tasks) for w in pool._workers) == [2] * pool.size, 10, interval=0.005)
 
 
 def test_a_worker_of_short_chunks_has_its_next_task_waiting_in_its_pipe(pool):
@@ -186,7 +185,7 @@ def test_a_worker_of_short_chunks_has_its_next_task_waiting_in_its_pipe(pool):
     other ends, as multiprocessing.Pool's workers do; all four come back."""
     _warm(pool)
     pool.submit([task(c, fn="faulty:slow_square", items=range(4)) for c in range(4)])
-    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    assert _each_worker_holds_two(pool)
     assert pool.busy() == 2 and pool.queued() == 2
     out = drain(pool, 4)
     assert sorted(out) == [0, 1, 2, 3] and all(o.status == "ok" for o in out.values())
@@ -198,7 +197,7 @@ def test_a_worker_whose_chunks_are_long_gets_one_task_at_a_time(pool):
     drain(pool, 1)
     long_ran = next(w for w in pool._workers if w.last_s is not None)
     pool.submit([task(c, fn="faulty:slow_square", items=range(12)) for c in range(1, 5)])
-    assert _until(lambda: pool.busy() == 2)
+    assert wait_for(lambda: pool.busy() == 2, 10, interval=0.005)
     assert len(long_ran.tasks) == 1
     assert sorted(drain(pool, 4)) == [1, 2, 3, 4]
 
@@ -209,7 +208,7 @@ def test_the_task_waiting_in_a_killed_workers_pipe_runs_on_its_replacement(pool)
     _warm(pool)
     slow = dict(fn="faulty:slow_square", items=range(40))
     pool.submit([task(0, **slow), task(1, **slow), task(2), task(3)])
-    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    assert _each_worker_holds_two(pool)
     victim = next(w for w in pool._workers if w.task.chunk == 0)
     waiting = victim.tasks[1].chunk
     os.kill(victim.process.pid, signal.SIGKILL)
@@ -225,7 +224,7 @@ def test_a_cancelled_task_waiting_in_a_pipe_is_dropped_and_its_worker_kept(pool)
     _warm(pool)
     slow = dict(fn="faulty:slow_square", items=range(10))
     pool.submit([task(0, **slow), task(1, **slow), task(2), task(3)])
-    assert _until(lambda: sorted(len(w.tasks) for w in pool._workers) == [2, 2])
+    assert _each_worker_holds_two(pool)
     pool.cancel([2])
     out = drain(pool, 3)
     assert sorted(out) == [0, 1, 3]
