@@ -282,7 +282,7 @@ def test_agent_sigkilled_on_a_node_mid_job(net_cluster_3, tmp_path):
     assert doc["result"] == [x * x for x in range(600)]
     assert doc["chunks"] == {"total": 150, "done": 150, "failed": 0}
     assert sum(share["items"] for share in doc["nodes"].values()) == 600
-    assert "node node2 is lost: node2: the agent's stream closed" in output
+    assert "node node2 is lost: node2: the agent's stream closed" in output, output
 
 
 def test_link_down_mid_job_the_others_finish_it(make_net_cluster, tmp_path):
