@@ -14,7 +14,7 @@ import time
 from typing import IO, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from console import format as f
-from console.snapshot import ClusterSnapshot, JobSnapshot
+from console.snapshot import ClusterSnapshot, JobSnapshot, NodeSnapshot
 
 __all__ = ["Summary", "summarize", "plain_summary", "PlainReporter", "PlainView", "progress_line"]
 
@@ -105,6 +105,7 @@ class PlainReporter:
         self.write = write
         self.every = every
         self._states: Dict[str, str] = {}
+        self._losses: Dict[str, int] = {}
         self._failures = 0
         self._next = 0.0
 
@@ -112,16 +113,18 @@ class PlainReporter:
         """Write what changed since the last report."""
         for node in snapshot.nodes:
             before = self._states.get(node.name)
+            lost_unseen = node.losses > self._losses.get(node.name, 0) and node.state != "lost"
+            self._losses[node.name] = node.losses
+            if lost_unseen:  # lost and back to connecting (or up) between two reports: still worth its sentence
+                self._went(node, "lost", node.last_loss)
             if before != node.state:
                 self._states[node.name] = node.state
                 if node.state == "ready" and before in ("busy", "draining"):
                     continue
-                if node.state in ("ready", "lost", "failed", "draining"):
-                    detail = f": {node.error}" if node.error and node.state in ("lost", "failed") else ""
-                    self.write(f"node {node.name} is {node.state}{detail}")
-                if node.state in ("lost", "failed"):  # what the node said last: often why it went
-                    for line in node.log[-LOG_TAIL:]:
-                        self.write(f"  {node.name} log: {line}")
+                if node.state in ("lost", "failed"):
+                    self._went(node, node.state, node.error)
+                elif node.state in ("ready", "draining"):
+                    self.write(f"node {node.name} is {node.state}")
         for failure in snapshot.failures[self._failures:]:
             if failure.final:
                 self.write(f"chunk {failure.chunk} failed for good on {failure.node} "
@@ -130,6 +133,12 @@ class PlainReporter:
         if snapshot.job is not None and now >= self._next:
             self.write(progress_line(snapshot.job, snapshot.nodes_up))
             self._next = now + self.every
+
+    def _went(self, node: NodeSnapshot, state: str, why: Optional[str]) -> None:
+        """A node is lost or failed: why, and what it said last (often the reason)."""
+        self.write(f"node {node.name} is {state}" + (f": {why}" if why else ""))
+        for line in node.log[-LOG_TAIL:]:
+            self.write(f"  {node.name} log: {line}")
 
 
 class PlainView:

@@ -89,6 +89,10 @@ class NodeSnapshot:
     """Where the node is in its life."""
     error: Optional[str] = None
     """Why the node is lost or failed, as one sentence."""
+    losses: int = 0
+    """Times the node was lost since the console started (each reconnect attempt that fails counts)."""
+    last_loss: Optional[str] = None
+    """Why it was lost the last time."""
     os: Optional[str] = None
     """"linux", "windows", "darwin", ... once probed."""
     arch: Optional[str] = None

@@ -65,6 +65,22 @@ def test_plain_reporter_shows_the_last_log_lines_of_a_node_that_is_lost():
         f"  pi-3 log: line {i}" for i in range(3, 8)]
 
 
+def test_plain_reporter_says_a_loss_it_did_not_sample_in_the_lost_state():
+    """Lost and already reconnecting between two reports: the count of losses says it happened, and why."""
+    lines = []
+    reporter = PlainReporter(lines.append, every=60.0)
+    up = dataclasses.replace(PI3, state="ready", error=None)
+    reporter.report(ClusterSnapshot(t=0.0, nodes=(up,)), now=0.0)
+    reconnecting = dataclasses.replace(up, state="connecting", losses=1,
+                                       last_loss="pi-3: the agent's stream closed (reconnecting: attempt 1 of 3)")
+    reporter.report(ClusterSnapshot(t=1.0, nodes=(reconnecting,)), now=1.0)
+    reporter.report(ClusterSnapshot(t=2.0, nodes=(reconnecting,)), now=2.0)
+    reporter.report(ClusterSnapshot(t=3.0, nodes=(dataclasses.replace(reconnecting, state="ready"),)), now=3.0)
+    assert lines == ["node pi-3 is ready",
+                     "node pi-3 is lost: pi-3: the agent's stream closed (reconnecting: attempt 1 of 3)",
+                     "node pi-3 is ready"]
+
+
 def test_summary_names_failures_and_failed_nodes():
     document = {"job": "factorize", "status": "failed", "elapsed_s": 12.3,
                 "chunks": {"total": 20, "done": 19, "failed": 1}, "retried_attempts": 2,

@@ -67,6 +67,10 @@ class NodeSession(threading.Thread):
         self.node = node
         self.state = "pending"
         self.error: Optional[str] = None
+        self.losses = 0
+        """Times the node was lost; `last_loss` says why the last time (a view that samples states may miss a
+        "lost" that lasted less than its period)."""
+        self.last_loss: Optional[str] = None
         self.info: Dict[str, Any] = {}
         self.metrics: Dict[str, Any] = {}
         self.cpu_history: Deque[float] = deque(maxlen=60)
@@ -99,6 +103,9 @@ class NodeSession(threading.Thread):
         with self.cluster.lock:
             self.state = state
             self.error = error
+            if state == "lost":
+                self.losses += 1
+                self.last_loss = error
 
     def log(self, line: str) -> None:
         """Keep one line of the agent's log (its stderr) or of our own notes."""
@@ -515,6 +522,7 @@ class AgentBackend:
         return NodeSnapshot(
             name=node.name, transport=node.transport, address=node.address, tags=node.tags,
             state=state, error=session.error,  # type: ignore[arg-type]
+            losses=session.losses, last_loss=session.last_loss,
             os=info.get("os"), arch=info.get("arch"), python=info.get("python"), cores=info.get("cores"),
             workers=session.workers or node.workers or info.get("cores"), workers_busy=metrics.get("busy", 0),
             cpu_percent=metrics.get("cpu_percent"), cpu_per_core=metrics.get("cpu_per_core"),
