@@ -111,6 +111,8 @@ class ChunkPool:
         """Cancelled chunks already in a worker's pipe: they run (a worker is worth more), their outcome is
         dropped."""
         self._outcomes: List[ChunkOutcome] = []
+        self._answer = False
+        """An outcome arrived that a waiting `take` should return now: the manager wakes it before it blocks."""
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         first = multiprocessing.get_context("fork") if fork_first else self._ctx
@@ -222,6 +224,7 @@ class ChunkPool:
 
     def _replace(self, worker: _Worker) -> None:
         """A new worker in this one's place; the tasks sent to it that it never started are first in line."""
+        self._wake_taker()  # starting a worker may take seconds (spawn, Windows): outcomes do not wait for it
         self._stop_worker(worker)
         with self._lock:
             self._pending.extendleft(reversed([t for t in worker.tasks if t.chunk not in self._unwanted]))
@@ -248,7 +251,7 @@ class ChunkPool:
             self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds,
                                                str(worker.slot)))
             if len(self._outcomes) == 1 or not self._worth_waiting():  # a `take` lingering for more sleeps on:
-                self._done_cond.notify_all()  # each wake-up of it would take a busy worker's core a while
+                self._answer = True  # each wake-up of it would take a busy worker's core a while
 
     def _manage(self) -> None:
         try:
@@ -271,12 +274,22 @@ class ChunkPool:
             else:
                 waitables += [w.conn for w in busy]
                 waitables += [w.process.sentinel for w in self._workers]
+            self._wake_taker()
             ready = wait_for_any(waitables, None if timeout is None else max(timeout, 0))
             if self._wake_r in ready:
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
             self._collect(ready)
             self._expire()
+        self._wake_taker()
+
+    def _wake_taker(self) -> None:
+        """Wake a waiting `take` if an outcome asked for it, just before this thread blocks: woken earlier, the
+        taker would find the GIL held by this thread and sleep again until it is released."""
+        if self._answer:
+            with self._done_cond:
+                self._answer = False
+                self._done_cond.notify_all()
 
     def _apply_cancels(self) -> None:
         with self._lock:
