@@ -4,12 +4,7 @@
 `ProcessPoolExecutor` breaks as a whole, so this pool keeps one pipe per
 worker and watches each process's sentinel: a worker that dies fails only the
 chunk it held and is replaced; a chunk past its timeout has its worker killed.
-Whoever is in `take` drives the workers (hands out tasks, reads replies,
-watches deaths and timeouts); the manager thread drives only once no `take`
-has come for TAKE_GRACE_S, so while the console keeps asking, a reply wakes
-one thread, as in `multiprocessing.Pool`, instead of handing each outcome from
-a manager thread to the asking one (each hand-off took a busy worker's core:
-~5 % more CPU a 50 ms chunk with 2 workers on 2 cores, bench/chunkcpu.py).
+One manager thread owns the workers; callers only queue tasks and take outcomes.
 """
 
 import multiprocessing
@@ -55,9 +50,6 @@ def default_start_method() -> str:
     return "spawn"
 
 
-TAKE_GRACE_S = 0.25
-"""How long after a `take` the manager thread leaves the workers to the next one: an agent's console asks
-again within milliseconds while a job runs."""
 PIPELINE_BELOW_S = 0.5
 """A worker whose last chunk ran shorter than this gets its next task while it still runs one: the task waits
 in its pipe, so it starts the moment the other ends. Handing it over after the reply took 0.5 ms a chunk here
@@ -102,7 +94,7 @@ class ChunkPool:
 
     def __init__(self, workers: int, start_method: Optional[str] = None,
                  on_failure: Optional[Callable[[str], None]] = None, fork_first: Sequence[int] = ()) -> None:
-        """`on_failure(traceback)` is called if driving the workers fails (a bug of ours):
+        """`on_failure(traceback)` is called if the manager thread itself fails (a bug of ours):
         the agent exits on it, so the console sees a lost node instead of chunks that never end.
 
         `fork_first` (the agent's protocol fds) forks the first workers instead of spawning them, each
@@ -112,21 +104,15 @@ class ChunkPool:
         self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
         self._lock = threading.Lock()
-        """Guards the queue, the cancels and the outcomes, which any thread may touch."""
-        self._driver = threading.Lock()
-        """Held by the thread driving the workers: a `take`, or the manager thread."""
-        self._manager_driving = False
-        self._last_take = 0.0
-        """When the last `take` ended."""
-        self._taking = False
-        self._manager_rest = threading.Event()
-        """Set by close: the manager thread stops resting at once."""
+        self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
         self._cancelled: set = set()
         self._unwanted: set = set()
         """Cancelled chunks already in a worker's pipe: they run (a worker is worth more), their outcome is
         dropped."""
         self._outcomes: List[ChunkOutcome] = []
+        self._answer = False
+        """An outcome arrived that a waiting `take` should return now: the manager wakes it before it blocks."""
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         first = multiprocessing.get_context("fork") if fork_first else self._ctx
@@ -138,15 +124,15 @@ class ChunkPool:
     # -- the callers' side ------------------------------------------------------
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        """Queue tasks; they start as workers free up (at the latest on the next `take`). The manager thread,
-        when it drives, is woken only when a worker can take one now (idle, or its pipe free for the next short
-        chunk): a busy one's reply wakes it anyway, and it hands out the queue's next task then."""
+        """Queue tasks; they start as workers free up. The manager is woken only when a worker can take one
+        now (idle, or its pipe free for the next short chunk): a busy one's reply wakes it anyway, and it hands
+        out the queue's next task then (the steady state)."""
         if not tasks:
             return
         with self._lock:
             self._pending.extend(tasks)
             ready = any(not w.tasks or w.may_take_next(tasks[0]) for w in self._workers)
-        if ready and self._manager_driving:
+        if ready:
             self._wake()
 
     def cancel(self, chunks: Sequence[int]) -> None:
@@ -162,30 +148,19 @@ class ChunkPool:
         workers still have a next task queued and no fewer tasks are queued than outcomes wait: one reply carries
         several outcomes (a wake-up of the agent and of the console for each chunk costs the busy workers'
         cores), and the queue is refilled before a worker runs short. A pool whose queue is low (one worker,
-        the job's tail) answers at once.
-
-        The calling thread drives the workers meanwhile (see the module's docstring)."""
-        self._taking = True
-        if not self._driver.acquire(blocking=False):  # the manager thread drives: have it stand aside
-            self._wake()
-            self._driver.acquire()
-        try:
-            self._step(0.0)
-            deadline = time.monotonic() + wait
-            while not self._outcomes and not self._closed and time.monotonic() < deadline:
-                self._step(deadline - time.monotonic())
+        the job's tail) answers at once."""
+        with self._done_cond:
+            if not self._outcomes and wait > 0:
+                self._done_cond.wait(wait)
             if self._outcomes and linger > 0:
                 deadline = time.monotonic() + linger
-                while self._worth_waiting() and not self._closed and time.monotonic() < deadline:
-                    self._step(deadline - time.monotonic())
-        except Exception:
-            self._failed()
-        finally:
-            self._last_take, self._taking = time.monotonic(), False
-            self._driver.release()
-        with self._lock:
+                while self._worth_waiting() and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._done_cond.wait(left)
             outcomes, self._outcomes = self._outcomes, []
-        return outcomes
+            return outcomes
 
     def _worth_waiting(self) -> bool:
         """Whether the queue holds enough that the outcomes may wait for more (under the lock): tasks no idle
@@ -209,25 +184,18 @@ class ChunkPool:
                 " running chunk %d for %.0f s, %d more sent" % (w.tasks[0].chunk, time.monotonic() - w.started,
                                                                  len(w.tasks) - 1) if w.tasks else " idle")
                 for w in self._workers)
-            return "manager %s%s, %d queued, %d outcomes unsent; workers %s" % (
-                "alive" if self._thread.is_alive() else "DEAD", ", driving" if self._manager_driving else "",
-                len(self._pending), len(self._outcomes), workers)
+            return "manager %s, %d queued, %d outcomes unsent; workers %s" % (
+                "alive" if self._thread.is_alive() else "DEAD", len(self._pending), len(self._outcomes), workers)
 
     def close(self) -> None:
         """Kill every worker and stop the manager thread."""
         self._closed = True
-        self._manager_rest.set()
         self._wake()
         self._thread.join(5)
-        driving = self._driver.acquire(timeout=5)  # a `take` on another thread leaves its step first
-        try:
-            for worker in self._workers:
-                self._stop_worker(worker)
-        finally:
-            if driving:
-                self._driver.release()
+        for worker in self._workers:
+            self._stop_worker(worker)
 
-    # -- driving the workers (a `take`, or the manager thread) ---------------------
+    # -- the manager thread -----------------------------------------------------
 
     def _wake(self) -> None:
         try:
@@ -256,6 +224,7 @@ class ChunkPool:
 
     def _replace(self, worker: _Worker) -> None:
         """A new worker in this one's place; the tasks sent to it that it never started are first in line."""
+        self._wake_taker()  # starting a worker may take seconds (spawn, Windows): outcomes do not wait for it
         self._stop_worker(worker)
         with self._lock:
             self._pending.extendleft(reversed([t for t in worker.tasks if t.chunk not in self._unwanted]))
@@ -273,7 +242,7 @@ class ChunkPool:
         if seconds is None:
             seconds = now - worker.started
         worker.started, worker.last_s = now, seconds  # the next task in its pipe, if any, runs from now
-        with self._lock:
+        with self._done_cond:
             if task.chunk in self._unwanted:
                 self._unwanted.discard(task.chunk)
                 return
@@ -281,57 +250,46 @@ class ChunkPool:
                 return
             self._outcomes.append(ChunkOutcome(task.chunk, task.attempt, status, value, error, tb, seconds,
                                                str(worker.slot)))
+            if len(self._outcomes) == 1 or not self._worth_waiting():  # a `take` lingering for more sleeps on:
+                self._answer = True  # each wake-up of it would take a busy worker's core a while
 
     def _manage(self) -> None:
         try:
             self._manage_until_closed()
         except Exception:
-            self._failed()
-
-    def _failed(self) -> None:
-        """Driving the workers raised (a bug of ours): `on_failure`, or the error goes on (call it in `except`)."""
-        if self._on_failure is None:
-            raise
-        self._on_failure(traceback.format_exc())
+            if self._on_failure is None:
+                raise
+            self._on_failure(traceback.format_exc())
 
     def _manage_until_closed(self) -> None:
-        """Drive the workers while no `take` does (none running, none for TAKE_GRACE_S)."""
         while not self._closed:
-            rest = self._last_take + TAKE_GRACE_S - time.monotonic()
-            if self._taking or rest > 0:
-                self._manager_rest.wait(rest if rest > 0 else TAKE_GRACE_S)
-                continue
-            with self._driver:
-                if self._taking:
-                    continue
-                self._manager_driving = True
-                try:
-                    self._step(None)
-                finally:
-                    self._manager_driving = False
+            self._apply_cancels()
+            self._assign()
+            busy = [w for w in self._workers if w.task is not None]
+            now = time.monotonic()
+            timeout = min((w.started + w.task.timeout - now for w in busy), default=None)
+            waitables: List[Any] = [self._wake_r]
+            if WINDOWS:  # every reply pipe: a dead worker's breaks; sentinels too would double the handles
+                waitables += [w.conn for w in self._workers]
+            else:
+                waitables += [w.conn for w in busy]
+                waitables += [w.process.sentinel for w in self._workers]
+            self._wake_taker()
+            ready = wait_for_any(waitables, None if timeout is None else max(timeout, 0))
+            if self._wake_r in ready:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            self._collect(ready)
+            self._expire()
+        self._wake_taker()
 
-    def _step(self, limit: Optional[float]) -> None:
-        """One round of driving the workers: apply cancels, hand out tasks, wait up to `limit` seconds (None: until
-        something happens) for a reply, a death, a wake-up or a chunk's timeout, and take in what came."""
-        self._apply_cancels()
-        self._assign()
-        busy = [w for w in self._workers if w.task is not None]
-        now = time.monotonic()
-        timeout = min((w.started + w.task.timeout - now for w in busy), default=limit)
-        if limit is not None and timeout is not None:
-            timeout = min(timeout, limit)
-        waitables: List[Any] = [self._wake_r]
-        if WINDOWS:  # every reply pipe: a dead worker's breaks; sentinels too would double the handles
-            waitables += [w.conn for w in self._workers]
-        else:
-            waitables += [w.conn for w in busy]
-            waitables += [w.process.sentinel for w in self._workers]
-        ready = wait_for_any(waitables, None if timeout is None else max(timeout, 0))
-        if self._wake_r in ready:
-            while self._wake_r.poll():
-                self._wake_r.recv_bytes()
-        self._collect(ready)
-        self._expire()
+    def _wake_taker(self) -> None:
+        """Wake a waiting `take` if an outcome asked for it, just before this thread blocks: woken earlier, the
+        taker would find the GIL held by this thread and sleep again until it is released."""
+        if self._answer:
+            with self._done_cond:
+                self._answer = False
+                self._done_cond.notify_all()
 
     def _apply_cancels(self) -> None:
         with self._lock:

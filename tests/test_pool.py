@@ -229,19 +229,3 @@ def test_a_cancelled_task_waiting_in_a_pipe_is_dropped_and_its_worker_kept(pool)
     out = drain(pool, 3)
     assert sorted(out) == [0, 1, 3]
     assert pool.take(0.5) == [] and pool.replaced == 0
-
-
-def test_a_take_drives_the_workers_and_the_manager_thread_only_once_takes_stop(pool):
-    """While a caller keeps taking, its own thread reads the replies (one wake-up a reply, as in Pool) and the
-    manager thread rests; once it stops, the manager thread drives: it replaces a worker killed then."""
-    pool.submit([task(0, fn="faulty:slow_square", items=range(200)), task(1, fn="faulty:slow_square", items=range(3))])
-    got = {}
-    for _ in range(20):  # ~1 s of takes, the way an agent's console asks
-        got.update({o.chunk: o for o in pool.take(0.05)})
-        assert ", driving" not in pool.describe()
-    assert got[1].status == "ok" and pickle.loads(got[1].value) == [0, 1, 4]
-    assert wait_for(lambda: ", driving" in pool.describe(), 5), "the manager thread never took over"
-    victim = next(w for w in pool._workers if w.task is not None)
-    os.kill(victim.process.pid, signal.SIGKILL)
-    assert wait_for(lambda: pool.replaced == 1, 10), "a worker killed while nobody took was not replaced"
-    assert drain(pool, 1)[0].status == "died"
