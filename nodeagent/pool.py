@@ -10,6 +10,7 @@ One manager thread owns the workers; callers only queue tasks and take outcomes.
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import sys
 import threading
 import time
@@ -55,13 +56,18 @@ PIPELINE_BELOW_S = 0.5
 in its pipe, so it starts the moment the other ends. Handing it over after the reply took 0.5 ms a chunk here
 (the agent's thread woken on busy cores), 1 % of 50 ms chunks, while `multiprocessing.Pool`'s workers read
 their next task at once. A long chunk gains nothing by it and would keep its successor from an idle worker."""
+PIPELINE_AHEAD_S = 0.02
+"""More than one task waits in a worker's pipe only while they add up to this much of its work (by its last
+chunk's time): a worker of millisecond chunks then runs a burst of them for each time the agent's threads are
+woken, where one task at a time cost two wake-ups a chunk (on a machine with a hundred agents, each on cold
+caches); at a job's tail a pipe holds back at most this much work from an idle worker."""
 PIPELINE_MAX_BYTES = 4096
-"""Only a task this small waits in a worker's pipe: the write must not block while the worker runs a chunk
-(a pipe holds 64 KB on Linux, multiprocessing's Windows pipes 8 KB)."""
+"""Bytes that may wait in a worker's pipe: the write must not block while the worker runs a chunk (a pipe
+holds 64 KB on Linux, multiprocessing's Windows pipes 8 KB)."""
 
 
 class _Worker:
-    __slots__ = ("slot", "process", "inbox", "conn", "tasks", "started", "last_s")
+    __slots__ = ("slot", "process", "inbox", "conn", "tasks", "sizes", "started", "last_s")
 
     def __init__(self, slot: int, process: Any, inbox: Any, conn: Any) -> None:
         self.slot = slot
@@ -72,7 +78,9 @@ class _Worker:
         self.conn = conn
         """Where the worker's replies arrive."""
         self.tasks: Deque[Task] = deque()
-        """Sent to it, in order: the first runs, the next waits in its pipe."""
+        """Sent to it, in order: the first runs, the others wait in its pipe."""
+        self.sizes: Deque[int] = deque()
+        """The bytes each of `tasks` took in its pipe."""
         self.started = 0.0
         """When the first of `tasks` started (as the agent saw it)."""
         self.last_s: Optional[float] = None
@@ -83,10 +91,17 @@ class _Worker:
         """The task it is running, if any."""
         return self.tasks[0] if self.tasks else None
 
-    def may_take_next(self, task: Task) -> bool:
-        """Whether `task` may wait in its pipe behind the one it runs."""
-        return (len(self.tasks) == 1 and self.last_s is not None and self.last_s < PIPELINE_BELOW_S
-                and len(task.items) <= PIPELINE_MAX_BYTES)
+    def may_take_next(self, size: int) -> bool:
+        """Whether a task of `size` bytes may wait in its pipe behind those it has: one behind a short chunk,
+        more while they come to PIPELINE_AHEAD_S of its work, all within PIPELINE_MAX_BYTES."""
+        waiting = len(self.tasks) - 1
+        return (waiting >= 0 and self.last_s is not None and self.last_s < PIPELINE_BELOW_S
+                and sum(self.sizes) - self.sizes[0] + size <= PIPELINE_MAX_BYTES
+                and (waiting == 0 or (waiting + 1) * self.last_s <= PIPELINE_AHEAD_S))
+
+    def order(self) -> Tuple[int, float]:
+        """Of workers that may take a task, the first has the fewest, then the chunk that should end first."""
+        return len(self.tasks), self.started + (self.last_s or 0.0)
 
 
 class ChunkPool:
@@ -113,6 +128,8 @@ class ChunkPool:
         self._outcomes: List[ChunkOutcome] = []
         self._answer = False
         """An outcome arrived that a waiting `take` should return now: the manager wakes it before it blocks."""
+        self._head: Optional[Tuple[Task, bytes]] = None
+        """The first pending task and its message for a worker's pipe, kept while no worker may take it."""
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         first = multiprocessing.get_context("fork") if fork_first else self._ctx
@@ -131,7 +148,7 @@ class ChunkPool:
             return
         with self._lock:
             self._pending.extend(tasks)
-            ready = any(not w.tasks or w.may_take_next(tasks[0]) for w in self._workers)
+            ready = any(not w.tasks or w.may_take_next(len(tasks[0].items)) for w in self._workers)
         if ready:
             self._wake()
 
@@ -230,6 +247,7 @@ class ChunkPool:
             self._pending.extendleft(reversed([t for t in worker.tasks if t.chunk not in self._unwanted]))
             self._unwanted.difference_update(t.chunk for t in worker.tasks)
         worker.tasks.clear()
+        worker.sizes.clear()
         self._workers[self._workers.index(worker)] = self._start_worker(worker.slot)
         self.replaced += 1
 
@@ -238,6 +256,7 @@ class ChunkPool:
         if not worker.tasks:
             return
         task = worker.tasks.popleft()
+        worker.sizes.popleft()
         now = time.monotonic()
         if seconds is None:
             seconds = now - worker.started
@@ -301,6 +320,7 @@ class ChunkPool:
             self._unwanted.update(t.chunk for w in self._workers for t in list(w.tasks)[1:] if t.chunk in cancelled)
         for worker in victims:
             worker.tasks.popleft()
+            worker.sizes.popleft()
             self._replace(worker)
 
     def _assign(self) -> None:
@@ -308,38 +328,46 @@ class ChunkPool:
             with self._lock:
                 if not self._pending:
                     return
-                worker = self._taker(self._pending[0])
+                task = self._pending[0]
+                if self._head is None or self._head[0] is not task:  # a task no worker could take stays first
+                    self._head = (task, _message(task))
+                message = self._head[1]
+                worker = self._taker(len(message))
                 if worker is None:
                     return
-                task = self._pending.popleft()
+                self._pending.popleft()
             if not worker.tasks:
                 worker.started = time.monotonic()
             worker.tasks.append(task)
+            worker.sizes.append(len(message))
             try:
-                worker.inbox.send((task.fn_ref, task.mode, task.combine, task.paths, task.items))
+                worker.inbox.send_bytes(message)
             except (OSError, EOFError):
                 self._died(worker)
 
-    def _taker(self, task: Task) -> Optional[_Worker]:
-        """The worker to send `task` to: an idle one, else of those whose pipe may hold it the one whose chunk
-        should end first (at a job's tail the last tasks go where they start soonest); None if none may."""
+    def _taker(self, size: int) -> Optional[_Worker]:
+        """The worker to send a task of `size` bytes to: an idle one, else of those whose pipe may hold it the
+        one holding fewest, then the one whose chunk should end first (at a job's tail the last tasks go where
+        they start soonest); None if none may."""
         waiting = []
         for worker in self._workers:
             if not worker.tasks:
                 return worker
-            if worker.may_take_next(task):
+            if worker.may_take_next(size):
                 waiting.append(worker)
-        return min(waiting, key=lambda w: w.started + w.last_s, default=None)
+        return min(waiting, key=_Worker.order, default=None)
 
     def _collect(self, ready: List[Any]) -> None:
         for worker in list(self._workers):
             if worker.task is not None and worker.conn in ready:
-                try:
-                    status, value, error, tb, seconds = worker.conn.recv()
+                try:  # every reply there: a worker of short chunks may have sent several
+                    while True:
+                        status, value, error, tb, seconds = worker.conn.recv()
+                        self._finish(worker, status, value, error, tb, seconds)
+                        if not worker.tasks or not worker.conn.poll():
+                            break
                 except (EOFError, OSError):
                     self._died(worker)
-                    continue
-                self._finish(worker, status, value, error, tb, seconds)
             elif worker.conn in ready:  # an idle worker never writes: its pipe broke
                 self._died(worker)
             elif worker.process.sentinel in ready and not worker.process.is_alive():
@@ -360,6 +388,10 @@ class ChunkPool:
                 self._finish(worker, "timeout", error="the chunk ran past its timeout of %g s" % task.timeout)
                 self._replace(worker)
 
+
+def _message(task: Task) -> bytes:
+    """What a worker reads from its pipe for `task` (worker_main's `inbox.recv()`)."""
+    return pickle.dumps((task.fn_ref, task.mode, task.combine, task.paths, task.items), pickle.HIGHEST_PROTOCOL)
 
 
 def wait_for_any(objects: List[Any], timeout: Optional[float]) -> List[Any]:

@@ -229,3 +229,26 @@ def test_a_cancelled_task_waiting_in_a_pipe_is_dropped_and_its_worker_kept(pool)
     out = drain(pool, 3)
     assert sorted(out) == [0, 1, 3]
     assert pool.take(0.5) == [] and pool.replaced == 0
+
+
+def test_a_worker_of_millisecond_chunks_holds_a_burst_of_tasks_in_its_pipe(pool):
+    """After chunks of a millisecond, up to 20 ms of them wait in each worker's pipe (the agent's threads are
+    woken once a burst, not twice a chunk), spread evenly; every one comes back."""
+    _warm(pool)
+    pool.submit([task(c, fn="faulty:slow_square", items=(c,)) for c in range(12)])
+    assert wait_for(lambda: sorted(len(w.tasks) for w in pool._workers) == [6, 6], 10, interval=0.005)
+    out = drain(pool, 12)
+    assert sorted(out) == list(range(12)) and all(pickle.loads(out[c].value) == [c * c] for c in out)
+
+
+def test_the_tasks_waiting_in_a_pipe_stay_within_its_byte_bound(pool):
+    """Big tasks wait one at a time behind a short chunk: two would pass PIPELINE_MAX_BYTES, and a write to a
+    full pipe would block the manager."""
+    _warm(pool)
+    slow = dict(fn="faulty:slow_square", items=range(20))  # 1 s
+    big = dict(fn="faulty:chunk_squares", mode="chunk", items=[7] * 1200)  # 2.4 KB pickled
+    pool.submit([task(0, **slow), task(1, **slow)] + [task(c, **big) for c in range(2, 5)])
+    assert _each_worker_holds_two(pool)
+    assert pool.queued() == 3 and len(pool._pending) == 1
+    out = drain(pool, 5)
+    assert sorted(out) == list(range(5)) and all(o.status == "ok" for o in out.values())
