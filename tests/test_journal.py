@@ -10,7 +10,7 @@ import pytest
 from console.errors import ConsoleFault, UsageError
 from console.journal import JournalWriter, read_journal
 from console.jobspec import load_job
-from console.results import write_results
+from console.results import results_text, write_results
 from helpers import write_job
 from nodeagent.wire import ValueDecoder
 
@@ -98,3 +98,18 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError):
         write_results(blocked, {"result": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.json", "out.json"]
+
+
+def test_the_results_file_is_the_document_a_line_a_record():
+    """Whatever the document holds, the text reads back as the document JSON makes of it (tuples as lists, keys
+    as strings, other values as their str); the records of attempts and nodes have a line each."""
+    document = {"job": "j", "status": "ok", "result": {1: (2, 3), "x": [{"a": None}]}, "failures": [],
+                "nodes": {"n1": {"chunks": 2}, "n2": {"chunks": 0}}, "node_errors": {},
+                "attempts": [{"chunk": c, "node": "n1", "start_s": 0.5} for c in range(3)], "when": Path("/p"),
+                "ratio": float("inf")}
+    text = results_text(document)
+    assert json.loads(text) == json.loads(json.dumps(document, default=str))
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert '  {"chunk": 1, "node": "n1", "start_s": 0.5},' in lines and '  "n2": {"chunks": 0}' in lines
+    assert ' "failures": [],' in lines and ' "node_errors": {},' in lines
