@@ -179,11 +179,11 @@ class AgentLink:
                            offset + WHEEL_PART >= len(data))
         return len(absent)
 
-    def exchange(self, batch: Sequence[ChunkItems], wait: float) -> Collected:
+    def exchange(self, batch: Sequence[ChunkItems], wait: float, metrics: bool = False) -> Collected:
         """Queue chunk orders on the agent (none is fine), then take the outcomes, workers busy and tasks
-        queued since the last call, waiting up to `wait` s for an outcome."""
+        queued since the last call, waiting up to `wait` s for an outcome; the node's metrics too if asked."""
         sent = pickle.dumps([tuple(order) for order in batch]) if batch else b""
-        return wire.decode_collected(self._call("exchange", sent, wait))
+        return wire.decode_collected(self._call("exchange", sent, wait, metrics))
 
     def metrics(self) -> MetricsSample:
         """CPU, memory and load of the node."""

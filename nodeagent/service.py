@@ -193,9 +193,10 @@ class AgentService(rpyc.Service):
         if last:
             log("wheel %s stored" % digest[:16])
 
-    def exposed_exchange(self, batch: bytes, wait: float) -> bytes:
+    def exposed_exchange(self, batch: bytes, wait: float, metrics: bool = False) -> bytes:
         """Queue a pickled batch of ChunkItems (b"" for none), then return Collected: the outcomes finished
-        since the last call, waiting up to `wait` s for one. One round trip per chunk in the steady state."""
+        since the last call, waiting up to `wait` s for one, and the node's MetricsSample if `metrics`. One
+        round trip per chunk in the steady state."""
         self.last_call = time.monotonic()
         pool, job, paths = self._pool, self._job, self._paths
         if batch:
@@ -207,20 +208,23 @@ class AgentService(rpyc.Service):
             ])
         if pool is None:
             time.sleep(min(wait, 0.05))
-            return encode(Collected((), 0, 0))
+            return encode(Collected((), 0, 0, self._metrics() if metrics else None))
         outcomes = pool.take(wait, linger=wait)
         for outcome in outcomes:
             if outcome.status != "ok":
                 log("chunk %d attempt %d: %s" % (outcome.chunk, outcome.attempt, outcome.error))
-        return encode(Collected(tuple(outcomes), pool.busy(), pool.queued()))
+        return encode(Collected(tuple(outcomes), pool.busy(), pool.queued(), self._metrics() if metrics else None))
 
     def exposed_metrics(self) -> bytes:
         """A MetricsSample: CPU per core, memory and load since the previous call."""
         self.last_call = time.monotonic()
+        return encode(self._metrics())
+
+    def _metrics(self) -> MetricsSample:
         with self._sampler_lock:
             sample = self._sampler.sample()
         pool = self._pool
-        return encode(MetricsSample(busy=pool.busy() if pool is not None else 0, **sample))
+        return MetricsSample(busy=pool.busy() if pool is not None else 0, **sample)
 
     def exposed_cancel(self, chunks: tuple) -> None:
         """Drop these chunks, killing the workers that run them."""

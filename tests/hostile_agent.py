@@ -23,7 +23,7 @@ from nodeagent.wire import Collected, encode
 MODE = os.environ.get("HOSTILE_MODE", "")
 MARKER = os.environ.get("HOSTILE_MARKER", "/nonexistent/marker")
 STALL_S = 4.0
-"""How long "stall-metrics-once" holds its metrics call: past the call timeout the test sets (2 s)."""
+"""How long "stall-metrics-once" holds the call asking for metrics: past the call timeout the test sets (2 s)."""
 
 
 class Exploit:
@@ -38,19 +38,24 @@ class Exploit:
 
 def exploit(how: str, marker: str = MARKER) -> bytes:
     """A pickle that creates `marker` when loaded, by `how`."""
+    return pickle.dumps(exploit_object(how, marker))
+
+
+def exploit_object(how: str, marker: str = MARKER) -> Exploit:
+    """What `exploit` pickles: to put inside an honest-looking message."""
     import builtins
     import importlib
 
     if how == "system":
-        return pickle.dumps(Exploit(os.system, f"touch {marker}"))
+        return Exploit(os.system, f"touch {marker}")
     if how == "subprocess":
-        return pickle.dumps(Exploit(subprocess.call, ["touch", marker]))
+        return Exploit(subprocess.call, ["touch", marker])
     if how == "exec":
-        return pickle.dumps(Exploit(builtins.exec, f"open({marker!r}, 'w').close()"))
+        return Exploit(builtins.exec, f"open({marker!r}, 'w').close()")
     if how == "eval":
-        return pickle.dumps(Exploit(builtins.eval, f"open({marker!r}, 'w').close()"))
+        return Exploit(builtins.eval, f"open({marker!r}, 'w').close()")
     if how == "import":  # a module whose import creates the marker (the tests put it on the console's path)
-        return pickle.dumps(Exploit(importlib.import_module, "hostile_import_marker"))
+        return Exploit(importlib.import_module, "hostile_import_marker")
     raise ValueError(how)
 
 
@@ -66,18 +71,26 @@ class HostileService(AgentService):
     answered = False
     """An exchange has returned outcomes (so the console has just queued this node's next chunks)."""
 
-    def exposed_metrics(self):
+    def _stall_once(self):
+        """In "stall-metrics-once", hold the first call asking for metrics after an exchange returned outcomes."""
         stalled = MARKER + ".stalled"
         if MODE == "stall-metrics-once" and self.answered and not os.path.exists(stalled):
             open(stalled, "w").close()
             time.sleep(STALL_S)
+
+    def exposed_metrics(self):
+        self._stall_once()
         honest = super().exposed_metrics()
         return exploit("exec") if MODE == "metrics-exploit" else honest
 
-    def exposed_exchange(self, batch, wait):
-        honest = super().exposed_exchange(batch, wait)
-        outcomes, busy, queued = pickle.loads(honest)
+    def exposed_exchange(self, batch, wait, metrics=False):
+        if metrics:  # a busy node's metrics ride on its exchange
+            self._stall_once()
+        honest = super().exposed_exchange(batch, wait, metrics)
+        outcomes, busy, queued, sample = pickle.loads(honest)
         self.answered = self.answered or bool(outcomes)
+        if MODE == "metrics-exploit" and sample is not None:
+            return pickle.dumps((outcomes, busy, queued, exploit_object("exec")))
         if MODE == "wedged":  # answers every call, but its chunks never end
             return encode(Collected((), busy, queued))
         if not outcomes:

@@ -72,6 +72,16 @@ def test_metrics_answer_while_a_batch_runs(link):
     assert sample.mem_total > sample.mem_used > 0
 
 
+def test_a_busy_nodes_metrics_ride_on_its_exchange(link):
+    """An exchange asking for metrics carries a sample (a round trip saved a node each second); one not asking
+    carries none."""
+    link.hello()
+    link.start_job(SLOW_SQUARES)
+    collected = link.exchange([ChunkItems(0, 1, pickle.dumps([1]))], 0, metrics=True)
+    assert len(collected.metrics.cpu_per_core) == os.cpu_count() and collected.metrics.mem_total > 0
+    assert link.exchange([], 0).metrics is None
+
+
 def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
     """--pool 2: the workers run before hello (forked on Linux, the agent having no thread yet); a 2-worker job
     keeps them, the next job gets fresh ones (spawned, so edited code is read again)."""

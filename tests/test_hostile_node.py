@@ -27,7 +27,7 @@ from console.backends.agents import STUCK_GRACE_S
 from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
-from hostile_agent import exploit
+from hostile_agent import exploit, exploit_object
 from nodeagent.wire import (
     PROTOCOL_VERSION, Collected, ErrorDetail, ValueDecoder, WireError, decode_collected, decode_digests,
     decode_error_detail, decode_info, encode,
@@ -161,6 +161,9 @@ def test_every_crafted_payload_is_live_yet_the_decoders_refuse_it(tmp_path, monk
         for decode in (decode_collected, decode_info, lambda data: decode_digests(data, ["a" * 64])):
             with pytest.raises(WireError):
                 decode(payload)
+        inside = pickle.dumps(((), 0, 0, exploit_object(how, str(marker))))  # as the metrics of an exchange
+        with pytest.raises(WireError):
+            decode_collected(inside)
         assert not marker.exists(), how
         pickle.loads(payload)
         assert marker.exists(), f"the {how} payload is not live"

@@ -33,7 +33,7 @@ from console.scheduler import (
     Cancel, ChunkFailed, ChunkFinished, Event, Instruction, NodeDraining, NodeJoined, SendChunks,
 )
 from console.snapshot import ChunkRecord, NodeSnapshot
-from nodeagent.wire import ChunkItems, ChunkOutcome, RefusedType, WireError, decode_error_detail
+from nodeagent.wire import ChunkItems, ChunkOutcome, MetricsSample, RefusedType, WireError, decode_error_detail
 
 if TYPE_CHECKING:
     from console.cluster import Cluster
@@ -187,18 +187,21 @@ class NodeSession(threading.Thread):
             self._join_job(link)
             self._leave_ended_job(link)
             batch = self._flush(link)
+            metrics_due = time.monotonic() >= next_metrics
+            if metrics_due:
+                next_metrics = time.monotonic() + METRICS_EVERY_S
             if batch or self.cluster.holding(self.node.name):
-                collected = link.exchange(batch, COLLECT_WAIT_S)
+                collected = link.exchange(batch, COLLECT_WAIT_S, metrics=metrics_due)
                 self.metrics["busy"] = collected.busy
                 if collected.outcomes:
                     self.cluster.handle(self._events(collected.outcomes))
+                if collected.metrics is not None:
+                    self._take_metrics(collected.metrics)
             else:  # idle: woken for work, a job, a stop; else up for the next metrics call
+                if metrics_due:
+                    self._sample(link)
                 self.backend.wake[self.node.name].wait(max(next_metrics - time.monotonic(), 0.0))
                 self.backend.wake[self.node.name].clear()
-            now = time.monotonic()
-            if now >= next_metrics:
-                self._sample(link)
-                next_metrics = now + METRICS_EVERY_S
 
     def _join_job(self, link: AgentLink) -> None:
         job = self.cluster.job
@@ -341,7 +344,9 @@ class NodeSession(threading.Thread):
         return self.sat_out is not None and self.sat_out[0] == job.generation
 
     def _sample(self, link: AgentLink) -> None:
-        sample = link.metrics()
+        self._take_metrics(link.metrics())
+
+    def _take_metrics(self, sample: MetricsSample) -> None:
         with self.cluster.lock:
             self.metrics.update(sample._asdict())
             if sample.cpu_percent is not None:
