@@ -5,10 +5,12 @@ one-item trivial chunks on each, interleaved, once every agent is up: the
 job runs on the warm pools the agents started with, as a `console run` does
 (a second job on the same agents would spawn a fresh pool per agent, and
 spawning 100 interpreters on a few cores is not dispatch).
-Prints per cluster size: chunks dispatched per second, CPU seconds per 1,000
-chunks of the console's own process and of the agents and their workers
-(which share this machine's cores with it), and the console's RSS.
-The dispatch rate with 100 agents should be no lower than with 10.
+Prints per cluster size: chunks per second over the whole job and from 20 %
+to 80 % of it done (the dispatch rate once every node runs, apart from the
+job's start on each node and its tail), the time to the first 1 % done, CPU
+seconds per 1,000 chunks of the console's own process and of the agents and
+their workers (which share this machine's cores with it), and the console's
+RSS. The dispatch rate with 100 agents should be no lower than with 10.
 
 `--ssh N` adds N SSH nodes in network namespaces (root, sshd), 1 worker each.
 
@@ -22,9 +24,10 @@ import contextlib
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import psutil
 
@@ -60,21 +63,57 @@ def tree_cpu(process: psutil.Process) -> float:
     return used
 
 
+class Progress:
+    """Chunks done over time, sampled every 5 ms on a thread of its own while a job runs."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.samples: List[Tuple[float, int]] = []
+        self._cluster = cluster
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "Progress":
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            job = self._cluster.job
+            if job is not None:
+                self.samples.append((time.perf_counter(), job.scheduler.counts["done"]))
+
+    def when(self, done: int) -> float:
+        """Seconds from the job's start until `done` chunks were done (the first sample at or past it)."""
+        return next(t for t, d in self.samples if d >= done) - self.started
+
+    def steady_rate(self, chunks: int) -> float:
+        """Chunks per second from 20 % to 80 % of the job done: the dispatch rate once every node runs, without
+        the job's start on each node and its tail."""
+        return 0.6 * chunks / (self.when(int(0.8 * chunks)) - self.when(int(0.2 * chunks)))
+
+
 def one_run(cluster: Cluster, job: Path, chunks: int) -> tuple:
-    """(chunks per second, console CPU seconds per 1,000 chunks, the agents' and workers' CPU seconds per
-    1,000 chunks (None for SSH nodes), console RSS MB)."""
+    """(chunks per second over the whole job, chunks per second from 20 % to 80 % done, seconds to the first
+    1 % done, console CPU seconds per 1,000 chunks, the agents' and workers' CPU seconds per 1,000 chunks (None
+    for SSH nodes), console RSS MB)."""
     me = psutil.Process()
     cpu, agents_cpu = me.cpu_times(), tree_cpu(me)
-    started = time.perf_counter()
-    cluster.start_job(load_job(job))
-    status = cluster.wait_job(600)
-    seconds = time.perf_counter() - started
+    with Progress(cluster) as progress:
+        cluster.start_job(load_job(job))
+        status = cluster.wait_job(600)
+    seconds = time.perf_counter() - progress.started
     assert status == "ok", cluster.job.document if cluster.job else status
     after = me.cpu_times()
     used = (after.user - cpu.user) + (after.system - cpu.system)
     local = all(session.node.transport == "local" for session in cluster.sessions.values())
     agents_used = (tree_cpu(me) - agents_cpu) / chunks * 1000 if local else None
-    return chunks / seconds, used / chunks * 1000, agents_used, me.memory_info().rss / 2**20
+    return (chunks / seconds, progress.steady_rate(chunks), progress.when(chunks // 100), used / chunks * 1000,
+            agents_used, me.memory_info().rss / 2**20)
 
 
 def main() -> None:
@@ -115,27 +154,36 @@ def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path)
                 figures[size].append(one_run(cluster, job, args.chunks))
             finally:
                 cluster.close()
-            rate, cpu, agents_cpu, rss = figures[size][-1]
-            print(f"  rep {rep + 1}, {size} agents (up in {up:.1f} s): {rate:,.0f} chunks/s, CPU s per 1,000 chunks "
+            rate, steady, first, cpu, agents_cpu, rss = figures[size][-1]
+            print(f"  rep {rep + 1}, {size} agents (up in {up:.1f} s): {rate:,.0f} chunks/s over the job, "
+                  f"{steady:,.0f} from 20 % to 80 % done, first 1 % in {first:.2f} s; CPU s per 1,000 chunks "
                   f"{cpu:.2f} console, {_cpu(agents_cpu)} agents and workers; RSS {rss:.0f} MB")
     summary = {}
     for size in sizes:
-        rates = [f[0] for f in figures[size]]
-        summary[str(size)] = {"chunks_per_s": statistics.median(rates),
-                              "cpu_s_per_1000": statistics.median(f[1] for f in figures[size]),
-                              "agents_cpu_s_per_1000": _median(f[2] for f in figures[size]),
-                              "rss_mb": max(f[3] for f in figures[size])}
+        rows = figures[size]
+        summary[str(size)] = {"chunks_per_s": statistics.median(f[0] for f in rows),
+                              "steady_chunks_per_s": statistics.median(f[1] for f in rows),
+                              "first_percent_s": statistics.median(f[2] for f in rows),
+                              "cpu_s_per_1000": statistics.median(f[3] for f in rows),
+                              "agents_cpu_s_per_1000": _median(f[4] for f in rows),
+                              "rss_mb": max(f[5] for f in rows)}
         row = summary[str(size)]
-        print(f"{size} agents: median {row['chunks_per_s']:,.0f} chunks/s (min {min(rates):,.0f}, max "
-              f"{max(rates):,.0f}); CPU s per 1,000 chunks {row['cpu_s_per_1000']:.2f} console, "
+        print(f"{size} agents: median {row['chunks_per_s']:,.0f} chunks/s over the job ({_spread(rows, 0)}), "
+              f"{row['steady_chunks_per_s']:,.0f} from 20 % to 80 % done ({_spread(rows, 1)}), first 1 % in "
+              f"{row['first_percent_s']:.2f} s; CPU s per 1,000 chunks {row['cpu_s_per_1000']:.2f} console, "
               f"{_cpu(row['agents_cpu_s_per_1000'])} agents and workers; RSS {row['rss_mb']:.0f} MB")
     from record import record
 
     record("scale", summary)
     if len(sizes) >= 2:
-        ratios = [b[0] / a[0] for a, b in zip(figures[sizes[0]], figures[sizes[1]])]
-        print(f"dispatch rate {sizes[1]} / {sizes[0]} agents: median {statistics.median(ratios):.2f} "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        for what, at in (("dispatch rate from 20 % to 80 % done", 1), ("over the whole job", 0)):
+            ratios = [b[at] / a[at] for a, b in zip(figures[sizes[0]], figures[sizes[1]])]
+            print(f"{sizes[1]} / {sizes[0]} agents, {what}: median {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+def _spread(rows: list, at: int) -> str:
+    return f"min {min(f[at] for f in rows):,.0f}, max {max(f[at] for f in rows):,.0f}"
 
 
 def _median(values: Iterable[Optional[float]]) -> Optional[float]:
