@@ -43,11 +43,12 @@ __all__ = ["AgentBackend", "NodeSession", "launch_local"]
 RECONNECT_ATTEMPTS = 3
 COLLECT_WAIT_S = 0.2
 METRICS_EVERY_S = 1.0
+"""How often a node's metrics are taken: on its exchange while it works, by a call of their own while idle."""
 CLOSE_WAIT_S = 5.0
+"""How long closing waits for the sessions in all; an agent left behind exits on its own."""
 STUCK_GRACE_S = 15.0
 """Past twice the chunk timeout, how much longer a held chunk may go without an outcome before its node's
 agent is taken for stuck."""
-"""How long closing waits for the sessions in all; an agent left behind exits on its own."""
 
 
 def launch_local(node: Node, session: Progress) -> AgentLink:
