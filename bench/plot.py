@@ -44,7 +44,10 @@ def main() -> None:
     scale = results.get("scale", {})
     sizes = sorted((s for s in scale if s.isdigit()), key=int)
     scaling.plot([int(s) for s in sizes], [scale[s]["chunks_per_s"] for s in sizes], marker="o", color="#2e8b57",
-                 label="chunks dispatched / s")
+                 label="chunks / s over the whole job")
+    steady = [s for s in sizes if "steady_chunks_per_s" in scale[s]]
+    scaling.plot([int(s) for s in steady], [scale[s]["steady_chunks_per_s"] for s in steady], marker="D",
+                 color="#98df8a", label="chunks / s from 20 % to 80 % done")
     scaling.set_xlabel("local agents (1 worker each)")
     scaling.set_ylabel("chunks / s")
     cpu = scaling.twinx()
