@@ -21,7 +21,8 @@ from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 import rpyc
 from rpyc.core import consts
 from rpyc.core.channel import Channel
-from rpyc.core.netref import syncreq
+from rpyc.core.async_ import AsyncResult
+from rpyc.core.netref import asyncreq, syncreq
 from rpyc.core.stream import PipeStream, Stream
 from rpyc.utils.factory import connect_channel
 
@@ -151,10 +152,26 @@ class AgentLink:
 
     def start_job(self, settings: JobSettings) -> int:
         """Give the agent a job's settings; returns its pool size."""
-        workers = self._call("start_job", pickle.dumps(tuple(settings)))
-        if type(workers) is not int or workers < 1:
-            raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
-        return workers
+        return _pool_size(self._call("start_job", pickle.dumps(tuple(settings))))
+
+    def start_job_unanswered(self, settings: JobSettings) -> AsyncResult:
+        """Give the agent a job's settings without waiting for its answer: it answers calls in the order they
+        came, so the chunks sent next run under this job, and the answer is in once a later call's is. Saves a
+        round trip a node at each job's start. `started` reads the answer."""
+        answer = asyncreq(self._root, consts.HANDLE_CALLATTR, "start_job", (pickle.dumps(tuple(settings)),), ())
+        answer.set_expiry(CALL_TIMEOUT_S)
+        return answer
+
+    @staticmethod
+    def started(answer: AsyncResult) -> int:
+        """The pool size `start_job_unanswered` was answered with: in once a later call was answered (else this
+        waits for it, up to the call timeout)."""
+        try:
+            return _pool_size(answer.value)
+        except (EOFError, TimeoutError, WireError):
+            raise
+        except Exception as exc:  # a remote error, or what rpyc could not read
+            raise WireError(f"its reply to start_job broke the protocol ({type(exc).__name__}: {exc})") from None
 
     def end_job(self) -> None:
         """Tell the agent its job is over: its workers go, fresh ones start for the next job."""
@@ -207,6 +224,12 @@ class AgentLink:
         except Exception:
             pass
         self._close_transport()
+
+
+def _pool_size(workers: Any) -> int:
+    if type(workers) is not int or workers < 1:
+        raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
+    return workers
 
 
 def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) -> AgentLink:

@@ -68,6 +68,12 @@ class HostileService(AgentService):
         honest = super().exposed_hello(console_protocol, silence_exit_s)
         return exploit("system") if MODE == "hello-exploit" else honest
 
+    def exposed_start_job(self, job):
+        honest = super().exposed_start_job(job)
+        if MODE == "start-exploit":  # answered while the console already sends the job's chunks
+            return exploit("exec")
+        return honest + 1 if MODE == "start-more-workers" else honest
+
     answered = False
     """An exchange has returned outcomes (so the console has just queued this node's next chunks)."""
 

@@ -75,6 +75,8 @@ def assert_evil_failed_and_good_finished(proc, doc, marker, how: str) -> None:
     ("hello-exploit", "naming posix.system"),
     ("metrics-exploit", "naming builtins.exec"),
     ("collect-exploit", "naming builtins.eval"),
+    ("start-exploit", "answered start_job with bytes, not a pool size"),
+    ("start-more-workers", "it started the job with 2 workers, where it has 1"),
     ("phantom", "an outcome for chunk 9999 attempt 1, which it was never given"),
     ("truncated", "out of step"),
     ("garbage", "a reply of 4096.0 MB"),

@@ -36,6 +36,8 @@ from console.snapshot import ChunkRecord, NodeSnapshot
 from nodeagent.wire import ChunkItems, ChunkOutcome, MetricsSample, RefusedType, WireError, decode_error_detail
 
 if TYPE_CHECKING:
+    from rpyc.core.async_ import AsyncResult
+
     from console.cluster import Cluster
 
 __all__ = ["AgentBackend", "NodeSession", "launch_local"]
@@ -92,6 +94,8 @@ class NodeSession(threading.Thread):
         self._generation = -1
         self._pool_job: Optional[JobRun] = None
         """The job the agent runs a pool for, until it is told the job is over."""
+        self._starting: Optional[AsyncResult] = None
+        """The agent's answer to the job's start, until read (see AgentLink.start_job_unanswered)."""
         self._files_sent = 0
         """How many of the job's extra_files this agent has."""
         self._sent: Set[Tuple[int, int]] = set()
@@ -174,6 +178,7 @@ class NodeSession(threading.Thread):
         link, self._link = self._link, None
         self._generation = -1
         self._pool_job = None
+        self._starting = None
         self._sent.clear()
         self.cluster.node_lost(self.node.name, reason)
         self.outbox.clear()
@@ -193,6 +198,7 @@ class NodeSession(threading.Thread):
                 next_metrics = time.monotonic() + METRICS_EVERY_S
             if batch or self.cluster.holding(self.node.name):
                 collected = link.exchange(batch, COLLECT_WAIT_S, metrics=metrics_due)
+                self._check_started(link)
                 self.metrics["busy"] = collected.busy
                 if collected.outcomes:
                     self.cluster.handle(self._events(collected.outcomes))
@@ -201,6 +207,7 @@ class NodeSession(threading.Thread):
             else:  # idle: woken for work, a job, a stop; else up for the next metrics call
                 if metrics_due:
                     self._sample(link)
+                    self._check_started(link)
                 self.backend.wake[self.node.name].wait(max(next_metrics - time.monotonic(), 0.0))
                 self.backend.wake[self.node.name].clear()
 
@@ -213,7 +220,8 @@ class NodeSession(threading.Thread):
         if wheels is None:
             return
         link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
-        self.workers = link.start_job(job.settings._replace(workers=self.node.workers, wheels=wheels))
+        self._starting = link.start_job_unanswered(job.settings._replace(workers=self.node.workers, wheels=wheels))
+        self.workers = self.node.workers or self.info["cores"]  # what the agent takes: the inventory's, or its cores
         self._pool_job = job
         self._files_sent = 0
         self._sent.clear()
@@ -222,6 +230,16 @@ class NodeSession(threading.Thread):
         if self.draining:
             events.append(NodeDraining(self.node.name, now))
         self.cluster.handle(events)
+
+    def _check_started(self, link: AgentLink) -> None:
+        """Read the agent's answer to the job's start, in now that a later call was answered; WireError unless it
+        started the pool this session counted on."""
+        if self._starting is None:
+            return
+        answer, self._starting = self._starting, None
+        workers = link.started(answer)
+        if workers != self.workers:
+            raise WireError(f"it started the job with {workers} workers, where it has {self.workers}")
 
     def _leave_ended_job(self, link: AgentLink) -> None:
         """The job this agent's pool runs is over and no other has started: the agent readies fresh workers for
