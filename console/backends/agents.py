@@ -220,6 +220,7 @@ class NodeSession(threading.Thread):
         if wheels is None:
             return
         link.reply_limit = int(job.spec.max_reply_mb * 2 ** 20)
+        self._check_started(link)  # the last job's: answered before the calls that ended it
         self._starting = link.start_job_unanswered(job.settings._replace(workers=self.node.workers, wheels=wheels))
         self.workers = self.node.workers or self.info["cores"]  # what the agent takes: the inventory's, or its cores
         self._pool_job = job
