@@ -151,8 +151,8 @@ class AgentLink:
         return self.info
 
     def start_job(self, settings: JobSettings) -> int:
-        """Give the agent a job's settings; returns its pool size."""
-        return _pool_size(self._call("start_job", pickle.dumps(tuple(settings))))
+        """Give the agent a job's settings and wait for its answer: its pool size."""
+        return self.started(self.start_job_unanswered(settings))
 
     def start_job_unanswered(self, settings: JobSettings) -> AsyncResult:
         """Give the agent a job's settings without waiting for its answer: it answers calls in the order they
@@ -167,11 +167,14 @@ class AgentLink:
         """The pool size `start_job_unanswered` was answered with: in once a later call was answered (else this
         waits for it, up to the call timeout)."""
         try:
-            return _pool_size(answer.value)
-        except (EOFError, TimeoutError, WireError):
+            workers = answer.value
+        except (EOFError, TimeoutError):
             raise
         except Exception as exc:  # a remote error, or what rpyc could not read
             raise WireError(f"its reply to start_job broke the protocol ({type(exc).__name__}: {exc})") from None
+        if type(workers) is not int or workers < 1:
+            raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
+        return workers
 
     def end_job(self) -> None:
         """Tell the agent its job is over: its workers go, fresh ones start for the next job."""
@@ -224,12 +227,6 @@ class AgentLink:
         except Exception:
             pass
         self._close_transport()
-
-
-def _pool_size(workers: Any) -> int:
-    if type(workers) is not int or workers < 1:
-        raise WireError(f"it answered start_job with {type(workers).__name__}, not a pool size")
-    return workers
 
 
 def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) -> AgentLink:
