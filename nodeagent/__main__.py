@@ -21,22 +21,20 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
 from nodeagent.pool import ChunkPool
 from nodeagent.stdio import log, take_stdio
 
 
-def warm_pool(argv: List[str], protocol_fds: Tuple[int, int]) -> Optional[ChunkPool]:
-    """The pool `--pool N` asks for, started now (forked on Linux: this process has no thread yet); None
-    without it."""
+def warm_pool(argv: List[str]) -> Optional[ChunkPool]:
+    """The pool `--pool N` asks for, started now; None without it."""
     if "--pool" not in argv[:-1]:
         return None
     workers = int(argv[argv.index("--pool") + 1])
     if workers < 1:
         return None
-    fork_first = protocol_fds if sys.platform.startswith("linux") else ()
-    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace), fork_first=fork_first)
+    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace))
 
 
 def _pool_failed(trace: str) -> None:
@@ -104,7 +102,7 @@ def main() -> None:
         print(json.dumps(wheel_tags()))
         return
     fds = take_stdio()
-    pool = warm_pool(sys.argv, fds)
+    pool = warm_pool(sys.argv)
     from rpyc.core.channel import Channel
     from rpyc.utils.factory import connect_channel
 

@@ -7,10 +7,12 @@ chunk it held and is replaced; a chunk past its timeout has its worker killed.
 One manager thread owns the workers; callers only queue tasks and take outcomes.
 """
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -46,9 +48,57 @@ class Task(NamedTuple):
 def default_start_method() -> str:
     """spawn everywhere: Windows has nothing else, fork would hand the workers the
     agent's protocol fds and locks held by its threads, and forkserver listens on a
-    unix socket, while the agent must open none. (A warm pool forks its first workers
-    on Linux, before the agent has a thread: see ChunkPool's `fork_first`.)"""
+    unix socket, while the agent must open none. On POSIX the pool starts each worker
+    as a fresh interpreter itself (`FreshWorker`), not through multiprocessing."""
     return "spawn"
+
+
+AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""Where the `nodeagent` package is imported from (a directory, or the bundle's zip), for a fresh worker."""
+
+
+class FreshWorker:
+    """A worker started as a fresh interpreter on POSIX (`python -c` serving its two pipes), seen as a
+    multiprocessing.Process: pid, sentinel, is_alive, exitcode, kill, join, close.
+
+    Not a fork of the agent: forked workers ran the same chunks 5 to 13 % slower on this project's test
+    machine (bench/endtoend.py and three job functions, against fresh ones; why is not known), and the
+    agent's threads make fork unsafe after the start. Not multiprocessing's spawn: that starts a resource
+    tracker interpreter beside the first worker (45 ms of a 2-core machine's job start) and pickles the
+    agent's state for each worker."""
+
+    def __init__(self, task_fd: int, reply_fd: int) -> None:
+        sentinel_r, sentinel_w = os.pipe()  # the worker holds the write end: its exit makes the read end ready
+        code = "import sys; sys.path.insert(0, %r); from nodeagent.worker import serve_fds; serve_fds(%d, %d, %d)" % (
+            AGENT_ROOT, task_fd, reply_fd, os.getpid())
+        try:
+            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(task_fd, reply_fd, sentinel_w))
+        except BaseException:
+            os.close(sentinel_r)
+            raise
+        finally:
+            os.close(sentinel_w)
+        self.pid = self._popen.pid
+        self.sentinel = sentinel_r
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        """None while it runs; else its exit code, or minus the signal that ended it."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self._popen.kill()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def close(self) -> None:
+        os.close(self.sentinel)
 
 
 PIPELINE_BELOW_S = 0.5
@@ -108,16 +158,16 @@ class ChunkPool:
     """A fixed number of worker processes fed from one queue of tasks."""
 
     def __init__(self, workers: int, start_method: Optional[str] = None,
-                 on_failure: Optional[Callable[[str], None]] = None, fork_first: Sequence[int] = ()) -> None:
+                 on_failure: Optional[Callable[[str], None]] = None) -> None:
         """`on_failure(traceback)` is called if the manager thread itself fails (a bug of ours):
         the agent exits on it, so the console sees a lost node instead of chunks that never end.
 
-        `fork_first` (the agent's protocol fds) forks the first workers instead of spawning them, each
-        closing those fds at once: only for a warm pool on Linux, made before the agent has a thread, a
-        socket or a job's code; the workers that replace them later are spawned."""
+        `start_method` names a multiprocessing start method to start the workers with instead of the
+        agent's own way (a `FreshWorker` on POSIX, multiprocessing's spawn on Windows)."""
         self.size = workers
         self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
+        self._fresh = start_method is None and not WINDOWS
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
@@ -132,8 +182,7 @@ class ChunkPool:
         """The first pending task and its message for a worker's pipe, kept while no worker may take it."""
         self._closed = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        first = multiprocessing.get_context("fork") if fork_first else self._ctx
-        self._workers: List[_Worker] = [self._start_worker(slot, first, tuple(fork_first)) for slot in range(workers)]
+        self._workers: List[_Worker] = [self._start_worker(slot) for slot in range(workers)]
         self.replaced = 0
         self._thread = threading.Thread(target=self._manage, name="pool-manager", daemon=True)
         self._thread.start()
@@ -220,13 +269,15 @@ class ChunkPool:
         except OSError:
             pass
 
-    def _start_worker(self, slot: int, ctx: Any = None, close_fds: Tuple[int, ...] = ()) -> _Worker:
-        ctx = ctx or self._ctx
+    def _start_worker(self, slot: int) -> _Worker:
         # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
-        task_r, task_w = ctx.Pipe(duplex=False)
-        reply_r, reply_w = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=worker_main, args=(task_r, reply_w, close_fds), daemon=True)
-        process.start()
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        reply_r, reply_w = self._ctx.Pipe(duplex=False)
+        if self._fresh:
+            process: Any = FreshWorker(task_r.fileno(), reply_w.fileno())
+        else:
+            process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
+            process.start()
         task_r.close()
         reply_w.close()
         return _Worker(slot, process, task_w, reply_r)
@@ -236,6 +287,8 @@ class ChunkPool:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(2)
+        with contextlib.suppress(ValueError):  # multiprocessing's, should the kill not have landed yet
+            worker.process.close()
         worker.inbox.close()
         worker.conn.close()
 

@@ -17,11 +17,11 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, Hashable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from nodeagent.wire import describe_error
 
-__all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main"]
+__all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main", "serve_fds"]
 
 _functions: Dict[str, Callable[..., Any]] = {}
 SUM_BLOCK = 4096
@@ -113,21 +113,27 @@ def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
                          % (fn_ref, type(value).__name__, items[0] if items else None, type(exc).__name__, exc))
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker when its parent goes (and go now if it already has)."""
+def _die_with_parent(parent_pid: Optional[int]) -> None:
+    """On Linux, have the kernel kill this worker when its parent (the agent) goes, and go now if it already
+    has. `parent_pid`: the agent's, for a worker it started itself; None for one multiprocessing started."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
-        import multiprocessing
         import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # the agent went while this worker started
+    if parent_pid is not None:
+        gone = os.getppid() != parent_pid
+    else:
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        gone = parent is not None and not parent.is_alive()
+    if gone:  # the agent went while this worker started
         os._exit(0)
 
 
@@ -160,15 +166,17 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
         return "error", describe_error(exc), error, _job_traceback(exc), time.perf_counter() - started
 
 
-def worker_main(inbox: Any, outbox: Any, close_fds: Sequence[int] = ()) -> None:
-    """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process.
-    A forked worker first closes the agent's protocol fds (`close_fds`) it inherited."""
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _die_with_parent()
+def serve_fds(task_fd: int, reply_fd: int, parent_pid: int) -> None:
+    """`worker_main` on the two pipe ends a POSIX agent passed this fresh interpreter (nodeagent/pool.py
+    `FreshWorker`)."""
+    from multiprocessing.connection import Connection
+
+    worker_main(Connection(task_fd, writable=False), Connection(reply_fd, readable=False), parent_pid)
+
+
+def worker_main(inbox: Any, outbox: Any, parent_pid: Optional[int] = None) -> None:
+    """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process."""
+    _die_with_parent(parent_pid)
     while True:
         try:
             task = inbox.recv()

@@ -77,7 +77,7 @@ def wait_for(predicate: Callable[[], Any], limit: float = 30.0, interval: float 
 
 
 def pool_workers(agent_pid: int) -> set:
-    """The pids of an agent's living workers: forked (Linux) or spawned; not multiprocessing's resource tracker."""
+    """The pids of an agent's living workers; not multiprocessing's resource tracker (Windows-style spawn)."""
     workers = set()
     for child in psutil.Process(agent_pid).children(recursive=True):
         try:

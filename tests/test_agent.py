@@ -83,8 +83,8 @@ def test_a_busy_nodes_metrics_ride_on_its_exchange(link):
 
 
 def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
-    """--pool 2: the workers run before hello (forked on Linux, the agent having no thread yet); a 2-worker job
-    keeps them, the next job gets fresh ones (spawned, so edited code is read again)."""
+    """--pool 2: the workers run before hello (fresh interpreters, holding none of the agent's protocol pipes);
+    a 2-worker job keeps them, the next job gets fresh ones (so edited code is read again)."""
     agent = start_local_agent(sys.executable, lambda line: None, pool=2)
     try:
         info = agent.hello()
@@ -104,6 +104,25 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
         assert _wait(lambda: agent.exchange([], 0.5).outcomes)
         assert agent.start_job(SLOW_SQUARES) == 2
         assert _wait(lambda: len(workers()) == 2 and not warm & workers())
+    finally:
+        agent.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_the_workers_of_a_sigkilled_agent_go_with_it_even_mid_chunk(tmp_path, monkeypatch):
+    """An agent's workers are interpreters of their own: when the agent is SIGKILLed while one runs a chunk
+    that would take an hour, the kernel kills them too, so no worker is left working for nobody."""
+    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
+    agent = start_local_agent(sys.executable, lambda line: None, pool=2)
+    try:
+        pid = agent.hello()["pid"]
+        assert agent.start_job(SLOW_SQUARES._replace(fn="faulty:hang_once_on_7")) == 2
+        workers = [psutil.Process(worker) for worker in pool_workers(pid)]
+        assert agent.exchange([ChunkItems(0, 1, pickle.dumps([7]))], 0).busy <= 1
+        assert _wait(lambda: agent.exchange([], 0.2).busy == 1), "the hanging chunk did not start"
+        os.kill(pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
     finally:
         agent.close()
 

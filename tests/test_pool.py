@@ -1,4 +1,4 @@
-"""The agent's process pool with real worker processes, under forkserver and spawn.
+"""The agent's process pool with real worker processes: its own fresh interpreters, and multiprocessing's spawn.
 
 Workers are killed, hang, exit and raise; each test asserts the exact outcome
 of every chunk. Loops that wait are bounded in time.
@@ -30,7 +30,7 @@ def drain(pool, count, limit=30.0):
     return {o.chunk: o for o in got}
 
 
-@pytest.fixture(params=["forkserver", "spawn"])
+@pytest.fixture(params=[None, "spawn"], ids=["fresh", "spawn"])
 def pool(request, tmp_path, monkeypatch):
     monkeypatch.setenv("FAULT_DIR", str(tmp_path))
     p = ChunkPool(2, request.param)
