@@ -1,7 +1,8 @@
 """Flat as nodes are added: the console dispatching to 10 and to 100 local agents (1 worker each).
 
 Each repetition brings every cluster up afresh and runs the same job of
-one-item trivial chunks on each, interleaved, once every agent is up: the
+one-item trivial chunks on each (100,000 by default: some 5 s of dispatch, so
+the job's start on each node is not most of the figure), interleaved, once every agent is up: the
 job runs on the warm pools the agents started with, as a `console run` does
 (a second job on the same agents would spawn a fresh pool per agent, and
 spawning 100 interpreters on a few cores is not dispatch).
@@ -14,7 +15,7 @@ RSS. The dispatch rate with 100 agents should be no lower than with 10.
 
 `--ssh N` adds N SSH nodes in network namespaces (root, sshd), 1 worker each.
 
-    python3 bench/scale.py [--reps 3] [--chunks 10000] [--sizes 10,100] [--ssh 30]
+    python3 bench/scale.py [--reps 3] [--chunks 100000] [--sizes 10,100] [--ssh 30]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def one_run(cluster: Cluster, job: Path, chunks: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--sizes", default="10,100")
     parser.add_argument("--ssh", type=int, default=0, help="also N SSH nodes in network namespaces")
     args = parser.parse_args()
