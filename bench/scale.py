@@ -6,6 +6,8 @@ the job's start on each node is not most of the figure), interleaved, once every
 job runs on the warm pools the agents started with, as a `console run` does
 (a second job on the same agents would spawn a fresh pool per agent, and
 spawning 100 interpreters on a few cores is not dispatch).
+Each run is a process of its own (spawned), so its RSS is one console's running
+that one job, not what earlier runs left in the heap.
 Prints per cluster size: chunks per second over the whole job and from 20 %
 to 80 % of it done (the dispatch rate once every node runs, apart from the
 job's start on each node and its tail), the time to the first 1 % done, CPU
@@ -21,7 +23,9 @@ RSS. The dispatch rate with 100 agents should be no lower than with 10.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -54,13 +58,14 @@ def bring_up(nodes: list) -> Cluster:
 
 
 def tree_cpu(process: psutil.Process) -> float:
-    """CPU seconds used so far by a process's living descendants: the local agents and their workers (an
-    SSH node's agent is sshd's child, not counted)."""
+    """CPU seconds used so far by a process's descendants: the local agents and their workers, with the workers
+    an agent has ended and reaped (a job's pool goes with the job). An SSH node's agent is sshd's child, not
+    counted."""
     used = 0.0
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             times = child.cpu_times()
-            used += times.user + times.system
+            used += times.user + times.system + times.children_user + times.children_system
     return used
 
 
@@ -144,17 +149,25 @@ def main() -> None:
         run_sizes(args, sizes, node_sets, job)
 
 
+def measured_run(nodes: list, job: Path, chunks: int) -> Tuple[float, tuple]:
+    """(seconds to bring the cluster up, `one_run`'s figures): the target of a process of its own."""
+    started = time.perf_counter()
+    cluster = bring_up(nodes)
+    up = time.perf_counter() - started
+    try:
+        return up, one_run(cluster, job, chunks)
+    finally:
+        cluster.close()
+
+
 def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path) -> None:
     figures = {size: [] for size in sizes}
+    spawn = multiprocessing.get_context("spawn")
     for rep in range(args.reps):
         for size in sizes:
-            started = time.perf_counter()
-            cluster = bring_up(node_sets[size])
-            up = time.perf_counter() - started
-            try:
-                figures[size].append(one_run(cluster, job, args.chunks))
-            finally:
-                cluster.close()
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as fresh:
+                up, measured = fresh.submit(measured_run, node_sets[size], job, args.chunks).result()
+            figures[size].append(measured)
             rate, steady, first, cpu, agents_cpu, rss = figures[size][-1]
             print(f"  rep {rep + 1}, {size} agents (up in {up:.1f} s): {rate:,.0f} chunks/s over the job, "
                   f"{steady:,.0f} from 20 % to 80 % done, first 1 % in {first:.2f} s; CPU s per 1,000 chunks "
