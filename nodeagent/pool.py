@@ -287,8 +287,8 @@ class ChunkPool:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(2)
-        with contextlib.suppress(ValueError):  # multiprocessing's, should the kill not have landed yet
-            worker.process.close()
+        if isinstance(worker.process, FreshWorker):
+            worker.process.close()  # its sentinel (multiprocessing's Process closes its own when collected)
         worker.inbox.close()
         worker.conn.close()
 
