@@ -280,6 +280,9 @@ def _metrics_sample(value: Any) -> MetricsSample:
     return MetricsSample(*value)
 
 
+_OUTCOME_KINDS = ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER, (str,))
+
+
 def decode_collected(data: Any) -> Collected:
     """Collected outcomes, each checked (their error, traceback and worker `shown`); the caller checks they are
     for chunks it sent."""
@@ -287,10 +290,11 @@ def decode_collected(data: Any) -> Collected:
                                               ((tuple,), (int,), (int,), (tuple, type(None))))
     checked = []
     for outcome in outcomes:
-        fields = _fields("chunk outcome", outcome, ((int,), (int,), (str,), (bytes,), (str,), (str,), _NUMBER, (str,)))
-        if fields[2] not in OUTCOME_STATUSES:
-            raise WireError(f"it sent a chunk outcome with the status {fields[2][:40]!r}")
-        checked.append(ChunkOutcome(*_shown_plain(fields)))
+        chunk, attempt, status, value, error, tb, seconds, worker = _fields("chunk outcome", outcome, _OUTCOME_KINDS)
+        if status not in OUTCOME_STATUSES:
+            raise WireError(f"it sent a chunk outcome with the status {status[:40]!r}")
+        checked.append(ChunkOutcome(chunk, attempt, status, value, shown(error) if error else error,
+                                    shown(tb) if tb else tb, seconds, shown(worker)))
     return Collected(tuple(checked), busy, queued, None if metrics is None else _metrics_sample(metrics))
 
 
