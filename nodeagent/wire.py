@@ -293,8 +293,7 @@ def decode_collected(data: Any) -> Collected:
         chunk, attempt, status, value, error, tb, seconds, worker = _fields("chunk outcome", outcome, _OUTCOME_KINDS)
         if status not in OUTCOME_STATUSES:
             raise WireError(f"it sent a chunk outcome with the status {status[:40]!r}")
-        checked.append(ChunkOutcome(chunk, attempt, status, value, shown(error) if error else error,
-                                    shown(tb) if tb else tb, seconds, shown(worker)))
+        checked.append(ChunkOutcome(chunk, attempt, status, value, shown(error), shown(tb), seconds, shown(worker)))
     return Collected(tuple(checked), busy, queued, None if metrics is None else _metrics_sample(metrics))
 
 
