@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import tempfile
 import threading
 import time
+import uuid
 import zipfile
 from collections import deque
 from pathlib import Path
@@ -76,10 +78,17 @@ def _upload_files(client: Any, files: Dict[str, bytes]) -> None:
     with zipfile.ZipFile(archive, "w") as zipped:
         for name, data in sorted(files.items()):
             zipped.writestr(name, data)
-    path = Path(cache_dir()) / f"job-{content_hash(files)}.zip"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(archive.getvalue())
-    client.upload_file(str(path))
+    _upload(client, f"job-{content_hash(files)}", archive.getvalue())
+
+
+def _upload(client: Any, stem: str, data: bytes) -> None:
+    """Give every Dask worker this zip under a name of its own: a worker writing a zip over one it imported
+    from before can be read half-written, and its next import of an upload then fails with a KeyError from
+    zipimport's cache (the failure of dask/distributed#8708; seen once here, a test's second connection)."""
+    with tempfile.TemporaryDirectory(prefix="console-upload-") as directory:
+        path = Path(directory) / f"{stem}-{uuid.uuid4().hex[:12]}.zip"
+        path.write_bytes(data)
+        client.upload_file(str(path))
 
 
 def dask_address(engine: str) -> str:
@@ -220,7 +229,8 @@ class DaskBackend:
         from console.backends import dask_task
 
         cloudpickle.register_pickle_by_value(dask_task)
-        client.upload_file(str(_code_zip()))
+        code = _code_zip()
+        _upload(client, code.stem, code.read_bytes())
         self._refresh(client)
         return client
 
