@@ -69,10 +69,11 @@ class FreshWorker:
 
     def __init__(self, task_fd: int, reply_fd: int) -> None:
         sentinel_r, sentinel_w = os.pipe()  # the worker holds the write end: its exit makes the read end ready
-        code = "import sys; sys.path.insert(0, %r); from nodeagent.worker import serve_fds; serve_fds(%d, %d, %d)" % (
-            AGENT_ROOT, task_fd, reply_fd, os.getpid())
-        try:
-            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(task_fd, reply_fd, sentinel_w))
+        code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
+                "from nodeagent.worker import serve_fds; serve_fds(%d, %d, %d)" % (task_fd, reply_fd, os.getpid()))
+        try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
+            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(task_fd, reply_fd, sentinel_w),
+                                           env=dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT))
         except BaseException:
             os.close(sentinel_r)
             raise

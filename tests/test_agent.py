@@ -98,6 +98,7 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
         for pid in warm:
             held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
             assert not held & protocol, f"worker {pid} holds the agent's protocol pipes"
+            assert "cluster-console/agent-" not in " ".join(psutil.Process(pid).cmdline()), "it passes for the agent"
         assert agent.start_job(SLOW_SQUARES) == 2
         assert workers() == warm
         agent.exchange([ChunkItems(0, 1, pickle.dumps([3]))], 0)
