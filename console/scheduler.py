@@ -289,6 +289,8 @@ class NodeTally:
     chunk_s: float = 0.0
     chunk_items: float = 0.0
     """Running averages of the node's chunk seconds and items (0 until one finished)."""
+    last_heard: float = 0.0
+    """When the node last answered a chunk (or joined): a node still answering gets to the chunks it queues."""
 
     def is_short(self, items: int) -> bool:
         """A chunk of `items` would take this node under AHEAD_S, by what its chunks have taken so far."""
@@ -392,7 +394,7 @@ class Scheduler:
         old = self.nodes.get(ev.node)
         if old is not None and old.alive:
             self._lose(old, ev.t, "rejoined")
-        tally = NodeTally(ev.node, ev.workers, ev.workers * self.prefetch)
+        tally = NodeTally(ev.node, ev.workers, ev.workers * self.prefetch, last_heard=ev.t)
         self._hungry[ev.node] = None
         if old is not None:
             tally.chunks_done, tally.items_done = old.chunks_done, old.items_done
@@ -412,6 +414,8 @@ class Scheduler:
     def _on_ChunkFinished(self, ev: ChunkFinished, out: List[Instruction]) -> None:
         chunk = self.chunks.get(ev.chunk)
         tally = self.nodes.get(ev.node)
+        if tally is not None:
+            tally.last_heard = ev.t
         if (chunk is not None and chunk.state == "done") or (chunk is None and self.streaming
                                                              and 0 <= ev.chunk < self._next_id):
             self._record(ev.chunk, "dropped", ev.node, ev.t, "duplicate result")
@@ -447,6 +451,8 @@ class Scheduler:
     def _on_ChunkFailed(self, ev: ChunkFailed, out: List[Instruction]) -> None:
         chunk = self.chunks.get(ev.chunk)
         tally = self.nodes.get(ev.node)
+        if tally is not None:
+            tally.last_heard = ev.t
         if chunk is None or tally is None or chunk.state != "sent" or ev.node not in chunk.holders:
             self._record(ev.chunk, "dropped", ev.node, ev.t, "failure from a node that does not hold it")
             return
@@ -707,16 +713,22 @@ class Scheduler:
 
     def _rerun_tail(self, tally: NodeTally, credit: int, now: float, orders: List[ChunkOrder]) -> int:
         """Give the node copies of chunks out with one copy for much longer than usual, oldest first, that it
-        has not held or failed; how many it took."""
+        has not held or failed, held by nodes that have not answered a chunk for as long: a node still
+        answering works through what it queued (a hundred nodes sharing a few cores each queue a while of
+        short chunks), and a copy would only take a core from it; how many it took."""
         if not self._chunk_seconds:
             return 0
         slow_after = max(2 * sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2], 0.5)
+        silent = {t.name for t in self.nodes.values() if t.held and now - t.last_heard > slow_after}
+        if not silent:
+            return 0
         taken: List[Chunk] = []
         for chunk_id, since in self._tail.items():
             if now - since <= slow_after or len(taken) == credit:
                 break
             chunk = self.chunks[chunk_id]
-            if tally.name not in chunk.holders and tally.name not in chunk.failed_on:
+            if tally.name not in chunk.holders and tally.name not in chunk.failed_on and not silent.isdisjoint(
+                    chunk.holders):
                 taken.append(chunk)
         for chunk in taken:
             self._send(chunk, tally, now, orders)

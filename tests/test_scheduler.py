@@ -417,6 +417,18 @@ def test_tail_copy_on_idle_node_wins_and_late_original_is_dropped(make: Callable
     assert s.items_done == 3 and s.nodes[WS1].chunks_done == 2 and s.nodes[PI3].chunks_done == 0
 
 
+def test_tail_chunks_queued_on_a_node_still_answering_are_not_copied(make: Callable[..., Scheduler]) -> None:
+    """pi-3 holds three chunks queued on its one worker, out longer than twice the usual, but it answers one
+    every half second: it works through them, and idle ws-1 gets a copy only once pi-3 has been silent as long."""
+    s = make(total_items=6, chunk_size=1, prefetch=3)
+    s.handle(NodeJoined(WS1, 1), NodeJoined(PI3, 1))
+    for chunk in (0, 1, 2):
+        s.handle(finished(chunk, WS1, t=0.1, seconds=0.1))
+    assert s.handle(finished(3, PI3, t=0.45, seconds=0.45), Tick(0.8)) == [done(3, PI3, size=1)]
+    assert s.handle(finished(4, PI3, t=0.9, seconds=0.45), Tick(1.3)) == [done(4, PI3, size=1)]
+    assert s.handle(Tick(1.5)) == [SendChunks(WS1, (order(5, size=1),))]
+
+
 def test_tail_original_wins_and_the_copy_is_cancelled(make: Callable[..., Scheduler]) -> None:
     """pi-3 is slow on chunk 1 and ws-1 gets a copy, but pi-3 answers first: ws-1's copy is cancelled."""
     s = make(total_items=2, chunk_size=1, prefetch=1)
