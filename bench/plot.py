@@ -48,6 +48,11 @@ def main() -> None:
     steady = [s for s in sizes if "steady_chunks_per_s" in scale[s]]
     scaling.plot([int(s) for s in steady], [scale[s]["steady_chunks_per_s"] for s in steady], marker="D",
                  color="#98df8a", label="chunks / s from 20 % to 80 % done")
+    trios = [s for s in steady if "trio_items_per_s" in scale[s]]
+    if trios:  # bench/trios.py's rates, scaled to meet the console's at the fewest agents
+        scaled = scale[trios[0]]["steady_chunks_per_s"] / scale[trios[0]]["trio_items_per_s"]
+        scaling.plot([int(s) for s in trios], [scale[s]["trio_items_per_s"] * scaled for s in trios],
+                     linestyle="--", color="#555555", label="bare process trios, scaled: this machine's own slope")
     scaling.set_xlabel("local agents (1 worker each)")
     scaling.set_ylabel("chunks / s")
     cpu = scaling.twinx()

@@ -14,6 +14,8 @@ job's start on each node and its tail), the time to the first 1 % done, CPU
 seconds per 1,000 chunks of the console's own process and of the agents and
 their workers (which share this machine's cores with it), and the console's
 RSS. The dispatch rate with 100 agents should be no lower than with 10.
+Each local run is followed by bench/trios.py at the same size: what this
+machine itself loses going from 10 to 100 process trios of the same shape.
 
 `--ssh N` adds N SSH nodes in network namespaces (root, sshd), 1 worker each.
 
@@ -43,6 +45,10 @@ sys.path.insert(0, str(HERE))
 from console.cluster import Cluster  # noqa: E402
 from console.inventory import Node, load_inventory  # noqa: E402
 from console.jobspec import load_job  # noqa: E402
+import trios  # noqa: E402
+
+TRIO_ITEMS = 300_000
+"""Items through the bare process trios after each local run (about a second at 10 trios here)."""
 
 
 BRING_UP_AT_ONCE = 10
@@ -179,6 +185,7 @@ def measured_run(nodes: list, job: Path, chunks: int) -> Tuple[float, tuple]:
 
 def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path) -> None:
     figures = {size: [] for size in sizes}
+    trio_rates = {size: [] for size in sizes if isinstance(size, int)}
     spawn = multiprocessing.get_context("spawn")
     for rep in range(args.reps):
         for size in sizes:
@@ -189,6 +196,9 @@ def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path)
             print(f"  rep {rep + 1}, {size} agents (up in {up:.1f} s): {rate:,.0f} chunks/s over the job, "
                   f"{steady:,.0f} from 20 % to 80 % done, first 1 % in {first:.2f} s; CPU s per 1,000 chunks "
                   f"{cpu:.2f} console, {_cpu(agents_cpu)} agents and workers; RSS {rss:.0f} MB")
+            if size in trio_rates:
+                trio_rates[size].append(trios.run(size, TRIO_ITEMS))
+                print(f"  rep {rep + 1}, {size} bare process trios: {trio_rates[size][-1]:,.0f} items/s")
     summary = {}
     for size in sizes:
         rows = figures[size]
@@ -198,19 +208,29 @@ def run_sizes(args: argparse.Namespace, sizes: list, node_sets: dict, job: Path)
                               "cpu_s_per_1000": statistics.median(f[3] for f in rows),
                               "agents_cpu_s_per_1000": _median(f[4] for f in rows),
                               "rss_mb": max(f[5] for f in rows)}
+        if trio_rates.get(size):
+            summary[str(size)]["trio_items_per_s"] = statistics.median(trio_rates[size])
         row = summary[str(size)]
         print(f"{size} agents: median {row['chunks_per_s']:,.0f} chunks/s over the job ({_spread(rows, 0)}), "
               f"{row['steady_chunks_per_s']:,.0f} from 20 % to 80 % done ({_spread(rows, 1)}), first 1 % in "
               f"{row['first_percent_s']:.2f} s; CPU s per 1,000 chunks {row['cpu_s_per_1000']:.2f} console, "
               f"{_cpu(row['agents_cpu_s_per_1000'])} agents and workers; RSS {row['rss_mb']:.0f} MB")
+    local = [size for size in sizes if size in trio_rates]
+    if len(local) >= 2:
+        for what, at in (("dispatch rate from 20 % to 80 % done", 1), ("over the whole job", 0)):
+            ratios = _ratios([f[at] for f in figures[local[0]]], [f[at] for f in figures[local[1]]])
+            print(f"{local[1]} / {local[0]} agents, {what}: median {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        ratios = _ratios(trio_rates[local[0]], trio_rates[local[1]])
+        print(f"{local[1]} / {local[0]} bare process trios (this machine's own loss): median "
+              f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
     from record import record
 
     record("scale", summary)
-    if len(sizes) >= 2:
-        for what, at in (("dispatch rate from 20 % to 80 % done", 1), ("over the whole job", 0)):
-            ratios = [b[at] / a[at] for a, b in zip(figures[sizes[0]], figures[sizes[1]])]
-            print(f"{sizes[1]} / {sizes[0]} agents, {what}: median {statistics.median(ratios):.2f} "
-                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+def _ratios(before: List[float], after: List[float]) -> List[float]:
+    return [b / a for a, b in zip(before, after)]
 
 
 def _spread(rows: list, at: int) -> str:
