@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterable, List, Literal, NamedTuple, Optional, Set, Tuple, Union
+from typing import Deque, Dict, FrozenSet, Iterable, List, Literal, NamedTuple, Optional, Set, Tuple, Union
 
 __all__ = [
     "ChunkStateName", "Chunk", "NodeJoined", "NodeLost", "NodeDraining", "ChunkFinished", "ChunkFailed",
@@ -222,24 +222,34 @@ class InvalidTransition(RuntimeError):
     """A chunk was asked to move where the table does not allow: a scheduler bug."""
 
 
-@dataclass
-class Chunk:
-    """One slice of the job's items and where it stands."""
+_NO_NODES: FrozenSet[str] = frozenset()
+"""Shared by every chunk that has not failed (each `frozenset()` is an object of its own, 216 bytes)."""
 
-    id: int
-    start: int
-    count: int
-    state: ChunkStateName = "queued"
-    failures: int = 0
-    """Failed attempts so far; the next attempt's number is failures + 1."""
-    holders: Dict[str, float] = field(default_factory=dict)
-    """Nodes running a copy now, with the time each copy was sent."""
-    failed_on: Set[str] = field(default_factory=set)
-    """Nodes where an attempt of this chunk failed."""
+
+class Chunk:
+    """One slice of the job's items and where it stands. Slotted, and with no set of its own until an attempt
+    fails: a job may hold a million of them (some 300 bytes each)."""
+
+    __slots__ = ("id", "start", "count", "state", "failures", "holders", "failed_on")
+
+    def __init__(self, id: int, start: int, count: int) -> None:
+        self.id = id
+        self.start = start
+        self.count = count
+        self.state: ChunkStateName = "queued"
+        self.failures = 0
+        """Failed attempts so far; the next attempt's number is failures + 1."""
+        self.holders: Dict[str, float] = {}
+        """Nodes running a copy now, with the time each copy was sent."""
+        self.failed_on: FrozenSet[str] = _NO_NODES
+        """Nodes where an attempt of this chunk failed."""
 
     @property
     def attempt(self) -> int:
         return self.failures + 1
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.id}, items {self.start}+{self.count}, {self.state}, attempt {self.attempt})"
 
 
 class Failure(NamedTuple):
@@ -463,7 +473,7 @@ class Scheduler:
         self._free(tally, chunk.id)
         tally.errors += 1
         tally.recent.append((chunk.id, chunk.count, ev.seconds, "timeout" if ev.kind == "timeout" else "failed"))
-        chunk.failed_on.add(ev.node)
+        chunk.failed_on |= {ev.node}
         if ev.final:
             for other in tuple(chunk.holders):
                 self._free(self.nodes[other], chunk.id)
@@ -719,16 +729,14 @@ class Scheduler:
         if not self._chunk_seconds:
             return 0
         slow_after = max(2 * sorted(self._chunk_seconds)[len(self._chunk_seconds) // 2], 0.5)
-        silent = {t.name for t in self.nodes.values() if t.held and now - t.last_heard > slow_after}
-        if not silent:
-            return 0
         taken: List[Chunk] = []
         for chunk_id, since in self._tail.items():
             if now - since <= slow_after or len(taken) == credit:
                 break
             chunk = self.chunks[chunk_id]
-            if tally.name not in chunk.holders and tally.name not in chunk.failed_on and not silent.isdisjoint(
-                    chunk.holders):
+            (holder,) = chunk.holders
+            if holder != tally.name and tally.name not in chunk.failed_on and \
+                    now - self.nodes[holder].last_heard > slow_after:
                 taken.append(chunk)
         for chunk in taken:
             self._send(chunk, tally, now, orders)
