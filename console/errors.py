@@ -11,6 +11,7 @@ __all__ = [
     "JobFileError",
     "NodeError",
     "HostKeyError",
+    "NodeBusy",
     "ConsoleFault",
 ]
 
@@ -41,6 +42,11 @@ class NodeError(ConsoleError):
 
 class HostKeyError(NodeError):
     """A node's host key is unknown or has changed: refused until the operator decides."""
+
+
+class NodeBusy(NodeError):
+    """A node that was reached but answered too slowly (it, or the console, was busy): worth another try even
+    before it was ever up, where any other NodeError is not."""
 
 
 

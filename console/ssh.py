@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple, Union
 from rpyc.core.stream import Stream
 from rpyc.lib import Timeout
 
-from console.errors import HostKeyError, NodeError
+from console.errors import HostKeyError, NodeBusy, NodeError
 from console.inventory import Node
 
 
@@ -198,7 +198,7 @@ class NodeConnection:
             err = channel.makefile_stderr("rb").read().decode("utf-8", "replace")
             return channel.recv_exit_status(), out, err
         except socket.timeout:
-            raise NodeError(f"{self.where}: {command.split()[0]!r} did not finish in time.") from None
+            raise NodeBusy(f"{self.where}: {command.split()[0]!r} did not finish in time.") from None
         finally:
             channel.close()
 

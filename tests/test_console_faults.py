@@ -188,7 +188,7 @@ def test_a_broken_invariant_ends_the_job_and_blames_no_node(tmp_path, monkeypatc
     started = time.time()
     code = cli.main(["run", str(job)])
     output = " ".join(capsys.readouterr().out.split())
-    assert code == 4
+    assert code == 4, output
     assert "internal error in the scheduler: InvalidTransition: chunk" in output
     assert "lost" not in output
     assert wait_for(lambda: not agents_started_after(started), 10)

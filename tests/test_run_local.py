@@ -278,3 +278,42 @@ def test_no_usable_node_with_auto_chunks_exits_3(tmp_path):
     doc = results(job)
     assert doc["status"] == "failed" and doc["reason"] == "no node is usable"
     assert doc["chunks"]["done"] == 0 and doc["result"] is None
+
+
+def test_a_node_too_busy_to_answer_its_first_command_is_tried_again(tmp_path, monkeypatch):
+    """The node's first bring-up times out (a node, or a console, too busy to answer in time): it is tried
+    again rather than left out of the job, says so meanwhile, and runs the job; a node that cannot start at all
+    is not tried again (above)."""
+    from console.backends.agents import AgentBackend
+    from console.cluster import Cluster
+    from console.errors import NodeBusy
+    from console.inventory import Node
+    from console.jobspec import load_job
+
+    real = AgentBackend.launcher
+    calls = []
+
+    def busy_once(node, session):
+        calls.append(session.state)
+        if len(calls) == 1:
+            raise NodeBusy(f"{node.name}: 'python3' did not finish in time.")
+        return real(node, session)
+
+    monkeypatch.setattr(AgentBackend, "launcher", staticmethod(busy_once))
+    job = write_job(tmp_path, items=range(10), chunk_size=2)
+    cluster = Cluster([Node("local", transport="local", workers=1)])
+    errors = set()
+    try:
+        cluster.bootstrap()
+        session = cluster.sessions["local"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and session.state != "ready":
+            errors.add((session.state, session.error))
+            time.sleep(0.01)
+        run = cluster.start_job(load_job(job))
+        assert cluster.wait_job(60) == "ok"
+    finally:
+        cluster.close()
+    assert len(calls) == 2
+    assert ("connecting", "local: 'python3' did not finish in time. (trying again: attempt 1 of 3)") in errors
+    assert run.document["result"] == [x * x for x in range(10)]

@@ -24,7 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from console.agentlink import AgentLink, Progress, start_local_agent
-from console.errors import ConsoleError, HostKeyError, UsageError
+from console.errors import ConsoleError, HostKeyError, NodeBusy, UsageError
 from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
 from console.packages import PackagesUnavailable, Wheel, node_platform
@@ -155,11 +155,16 @@ class NodeSession(threading.Thread):
                 if isinstance(exc, WireError):  # a node that breaks the protocol is not asked again
                     self.set_state("failed", reason)
                     return
-                if not was_up or isinstance(exc, HostKeyError) or attempt > RECONNECT_ATTEMPTS:
-                    tail = f" (gave up after {attempt} attempts)" if was_up and attempt > 1 else ""
+                slow = isinstance(exc, (NodeBusy, TimeoutError))  # reached, but busy: it (or we) may answer next time
+                if not (was_up or slow) or isinstance(exc, HostKeyError) or attempt > RECONNECT_ATTEMPTS:
+                    tail = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
                     self.set_state("failed", reason + tail)
                     return
-                self.set_state("lost", f"{reason} (reconnecting: attempt {attempt} of {RECONNECT_ATTEMPTS})")
+                if was_up:
+                    self.set_state("lost", f"{reason} (reconnecting: attempt {attempt} of {RECONNECT_ATTEMPTS})")
+                else:
+                    self.set_state("connecting", f"{reason} (trying again: attempt {attempt} of "
+                                                 f"{RECONNECT_ATTEMPTS})")
                 self.stopping.wait(min(2 ** (attempt - 1), 8))
             except Exception as exc:  # our own bug in this thread: the job ends, the node is not blamed
                 self.cluster.console_fault(exc, f"the session of node {self.node.name}")
