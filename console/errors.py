@@ -49,7 +49,6 @@ class NodeBusy(NodeError):
     before it was ever up, where any other NodeError is not."""
 
 
-
 class ConsoleFault(ConsoleError):
     """The console's own side failed (its journal or results file, the job's reducer, or a bug of ours):
     the job ends at once, and what was journalled is kept for --resume."""

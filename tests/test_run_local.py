@@ -294,7 +294,7 @@ def test_a_node_too_busy_to_answer_its_first_command_is_tried_again(tmp_path, mo
     calls = []
 
     def busy_once(node, session):
-        calls.append(session.state)
+        calls.append(node.name)
         if len(calls) == 1:
             raise NodeBusy(f"{node.name}: 'python3' did not finish in time.")
         return real(node, session)
