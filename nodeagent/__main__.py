@@ -45,6 +45,8 @@ def _pool_failed(trace: str) -> None:
 
 WATCH_EVERY_S = 1.0
 """How often the watchdog looks at the agent."""
+MARK_USED_EVERY_S = 3600.0
+"""How often a running agent marks its bundle and its job's files and wheels used in the cache."""
 STALL_LOG_S = 6.0
 """A request answered for this long gets its threads' stacks logged: the console gives up on a call at 10 s
 (console/agentlink.py CALL_TIMEOUT_S) and closes the link, so the log must have them before that."""
@@ -79,6 +81,22 @@ def watch(service: Any, clock: RequestClock) -> None:
             log("no word from the console in %d s, exiting" % silent)
             service.on_disconnect(None)
             os._exit(0)
+
+
+def keep_cache(service: Any) -> None:
+    """Prune this node's cache once, then mark what this agent uses every MARK_USED_EVERY_S: an agent (a
+    dashboard's) may run longer than the cache keeps what no agent marks."""
+    from nodeagent.cache import KEEP_UNUSED_S, mark_used, prune
+
+    bundle = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    own = (bundle,) if os.path.isfile(bundle) else ()  # the zip this agent runs from (a forked agent has none)
+    mark_used(own)
+    removed = prune()
+    if removed:
+        log("removed %d cache entries no agent used for %d days" % (len(removed), KEEP_UNUSED_S // 86400))
+    while True:
+        time.sleep(MARK_USED_EVERY_S)
+        mark_used(own + service.in_use())
 
 
 def describe_threads(depth: int = 5) -> List[str]:
@@ -119,6 +137,7 @@ def main() -> None:
     log("serving on stdin/stdout (python %s, pid %d)" % (sys.version.split()[0], os.getpid()))
     clock = RequestClock()
     threading.Thread(target=watch, args=(service, clock), name="watchdog", daemon=True).start()
+    threading.Thread(target=keep_cache, args=(service,), name="cache", daemon=True).start()
     serve_until_closed(conn, stream, clock)
     conn.close()
     service.on_disconnect(conn)

@@ -1,14 +1,25 @@
-"""This user's cache directory on a node, and the content hash that names what is kept there.
+"""This user's cache directory on a node, the content hash that names what is kept there, and its pruning.
 
-The console uses both too (console/bundle.py), so a bundle and a job's files are
-named and stored the same way on every machine, the console's own included.
+The console uses the first two too (console/bundle.py), so a bundle and a job's
+files are named and stored the same way on every machine, the console's own
+included. What the cache holds is named by content, so every edit of a job,
+every console version and every package version adds to it: each agent marks
+what it uses (the mtime of the entry) and, once started, removes what no agent
+has used for KEEP_UNUSED_S.
 """
 
 import hashlib
 import os
-from typing import Dict
+import shutil
+import time
+from typing import Dict, Iterable, List, Optional
 
-__all__ = ["cache_dir", "content_hash"]
+__all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S"]
+
+KEEP_UNUSED_S = 30 * 86400
+"""Job files, unpacked wheels and agent bundles unused for this long are removed (30 days)."""
+PRUNED_DIRS = ("jobs", "wheels")
+"""The cache's folders of entries named by content."""
 
 
 def cache_dir() -> str:
@@ -26,3 +37,48 @@ def content_hash(files: Dict[str, bytes]) -> str:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return digest.hexdigest()[:16]
+
+
+def mark_used(paths: Iterable[str]) -> None:
+    """Note that these cache entries are in use, so that pruning keeps them (best effort)."""
+    for path in paths:
+        try:
+            os.utime(path, None)
+        except OSError:
+            pass
+
+
+def prune(now: Optional[float] = None) -> List[str]:
+    """Remove the entries of the jobs and wheels folders, and the agent bundles, that no agent has marked used
+    for KEEP_UNUSED_S; the paths removed. An entry is first renamed out of the way, so no agent ever finds one
+    half removed; one that cannot be (held open, on Windows) stays for the next time."""
+    root = cache_dir()
+    cutoff = (time.time() if now is None else now) - KEEP_UNUSED_S
+    entries = [os.path.join(root, sub, name) for sub in PRUNED_DIRS for name in _names(os.path.join(root, sub))]
+    entries += [os.path.join(root, name) for name in _names(root) if name.startswith("agent-") and
+                name.endswith(".zip")]
+    removed = []
+    for path in entries:
+        gone = "%s.gone.%d" % (path, os.getpid())
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                continue
+            os.rename(path, gone)
+        except OSError:
+            continue
+        if os.path.isdir(gone):
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            try:
+                os.remove(gone)
+            except OSError:
+                pass
+        removed.append(path)
+    return removed
+
+
+def _names(folder: str) -> List[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []

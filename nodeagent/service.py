@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 
 import rpyc
 
-from nodeagent.cache import cache_dir, content_hash
+from nodeagent.cache import cache_dir, content_hash, mark_used
 from nodeagent.metrics import Sampler
 from nodeagent.pool import ChunkPool, Task, default_start_method
 from nodeagent.stdio import log
@@ -43,6 +43,7 @@ def store_job_files(files: Dict[str, bytes]) -> str:
     """Write the job's files under their content hash (once); the directory to import them from."""
     target = os.path.join(cache_dir(), "jobs", content_hash(files))
     if os.path.isdir(target):
+        mark_used((target,))
         return target
     staging = "%s.%d.part" % (target, os.getpid())
     for name, data in files.items():
@@ -99,6 +100,10 @@ class AgentService(rpyc.Service):
         self.silence_exit_s = 60.0
         """Silence after which the agent takes the console for gone (set by hello)."""
 
+    def in_use(self) -> tuple:
+        """The cache entries the current job imports from (its files and wheels)."""
+        return self._paths
+
     def on_disconnect(self, conn: Any) -> None:
         self._closing = True
         self._close_pool()
@@ -143,6 +148,7 @@ class AgentService(rpyc.Service):
         absent = missing(settings.wheels)
         if absent:
             raise RuntimeError("start_job before its wheels %s" % ", ".join(absent))
+        mark_used(paths)
         workers = settings.workers or os.cpu_count() or 1
         with self._lock:
             warm, self._warm = self._warm, None

@@ -19,7 +19,7 @@ from console.agentlink import start_local_agent
 from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
-from helpers import FAULTY, pool_workers, write_job
+from helpers import FAULTY, pool_workers, wait_for, write_job
 from nodeagent import PROTOCOL_VERSION
 from nodeagent.wire import ChunkItems, JobSettings
 
@@ -324,3 +324,60 @@ def test_a_request_answered_too_long_has_the_agents_stacks_in_the_log(link):
     assert _wait(lambda: any(": a request has been answered for " in line for line in link.log_lines))
     assert _wait(lambda: any("  MainThread: " in line and "take" in line for line in link.log_lines)), link.log_lines
     assert any("  pool-manager: " in line for line in link.log_lines), link.log_lines
+
+
+def _cache_entries(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.parent.name in ("jobs", "wheels") or
+                  p.parent == root)
+
+
+def test_the_cache_prunes_what_no_agent_used_for_30_days(tmp_path, monkeypatch):
+    """Job files, unpacked wheels (and a half-sent one) and agent bundles unused for 30 days go; what was used
+    since, or marked used now, stays; the console's own folders are not the agent's to prune."""
+    from nodeagent.cache import KEEP_UNUSED_S, mark_used, prune
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    root = tmp_path / "cluster-console"
+    digest = "a" * 64
+    for path in ("jobs/old/job.py", "jobs/fresh/job.py", "jobs/marked/job.py", f"wheels/{digest}/pkg/__init__.py",
+                 f"wheels/{'b' * 64}.123.whl", "agent-old.zip", "agent-new.zip", "nodes/n1.json", "packages/p/x.whl"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("x")
+    month_ago = time.time() - KEEP_UNUSED_S - 3600
+    for path in ("jobs/old", "jobs/marked", f"wheels/{digest}", f"wheels/{'b' * 64}.123.whl", "agent-old.zip",
+                 "nodes/n1.json", "packages/p"):
+        os.utime(root / path, (month_ago, month_ago))
+    mark_used([str(root / "jobs" / "marked")])
+    removed = prune()
+    assert sorted(os.path.relpath(p, root) for p in removed) == [
+        "agent-old.zip", "jobs/old", os.path.join("wheels", digest), os.path.join("wheels", "b" * 64 + ".123.whl")]
+    assert _cache_entries(root) == ["agent-new.zip", "jobs", "jobs/fresh", "jobs/marked", "nodes", "packages",
+                                    "wheels"]
+
+
+def test_an_agent_prunes_its_cache_once_started_and_keeps_what_it_runs_from(tmp_path, monkeypatch):
+    """A local agent started from its bundle in a cache holding a month-old job and bundle: both go, and the
+    log says so; its own bundle stays, marked used."""
+    from console.bundle import local_bundle
+    from nodeagent.cache import KEEP_UNUSED_S
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    root = tmp_path / "cluster-console"
+    bundle, _ = local_bundle()
+    assert bundle.parent == root
+    for path in ("jobs/old/job.py", "agent-old.zip"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("x")
+    month_ago = time.time() - KEEP_UNUSED_S - 3600
+    for path in ("jobs/old", "agent-old.zip", bundle.name):
+        os.utime(root / path, (month_ago, month_ago))
+    lines = []
+    agent = start_local_agent(sys.executable, lines.append, 1)
+    try:
+        agent.hello()
+        assert wait_for(lambda: any("removed 2 cache entries" in line for line in lines), 10), lines
+    finally:
+        agent.close()
+    assert sorted(p.name for p in root.iterdir()) == [bundle.name, "jobs"]
+    assert list((root / "jobs").iterdir()) == []
+    assert bundle.stat().st_mtime > time.time() - 600
