@@ -41,7 +41,7 @@ from console.bundle import bundle
 from console.errors import NodeError
 from console.inventory import Node
 from console.ssh import ChannelStream, NodeConnection, fingerprint
-from nodeagent.cache import cache_dir
+from nodeagent.cache import cache_dir, mark_used
 from nodeagent.wire import WireError
 
 __all__ = ["Shell", "SHELLS", "detect_shell", "NodeFacts", "probe", "deploy", "launch_ssh",
@@ -179,8 +179,10 @@ def _facts_file(conn: NodeConnection) -> Path:
 
 def known_facts(conn: NodeConnection) -> Optional[NodeFacts]:
     """What an earlier probe of this node learnt (see the module's doc), or None."""
+    path = _facts_file(conn)
     try:
-        kept = json.loads(_facts_file(conn).read_text(encoding="utf-8"))
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        mark_used((str(path),))
         return NodeFacts(SHELLS[kept["shell"]], kept["os"], kept["arch"], kept["python"], kept["python_version"],
                          int(kept["cores"]), kept["cache_base"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -34,6 +34,7 @@ from console.scheduler import (
     Tick,
 )
 from console.snapshot import ClusterSnapshot, FailureRecord
+from nodeagent.cache import prune
 
 __all__ = ["Cluster", "NO_USABLE_NODE", "PREFETCH", "open_cluster"]
 
@@ -241,8 +242,15 @@ class Cluster:
             return ClusterSnapshot(t=time.time(), nodes=nodes, job=job.snapshot(), failures=failures)
 
 
+CONSOLE_CACHE = (("packages", "nodes"), ("dask-code-",))
+"""What the console keeps in this machine's cache, pruned as agents prune theirs: resolved wheels per platform,
+what nodes were found to be, the Dask workers' code."""
+
+
 def open_cluster(inventory: Inventory, engine: Optional[str] = None) -> Cluster:
-    """The cluster of the inventory's nodes, or of the Dask cluster that `engine` or its [engine] names."""
+    """The cluster of the inventory's nodes, or of the Dask cluster that `engine` or its [engine] names; what the
+    console keeps in its cache and has not used for 30 days goes meanwhile."""
+    threading.Thread(target=prune, args=CONSOLE_CACHE, name="cache", daemon=True).start()
     engine = engine or inventory.engine
     if not engine:
         return Cluster(inventory.nodes, packages=inventory.packages)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
 
 from console.inventory import PackageSource
-from nodeagent.cache import cache_dir
+from nodeagent.cache import cache_dir, mark_used
 from nodeagent.wheels import file_sha256
 
 __all__ = ["NodePlatform", "Wheel", "PackagesUnavailable", "PackageResolver", "node_platform", "pip_platforms"]
@@ -123,6 +123,7 @@ class PackageResolver:
         if manifest.exists():
             wheels = tuple(Wheel(target / w["file"], w["digest"]) for w in json.loads(manifest.read_text())["wheels"])
             if all(w.file.exists() for w in wheels):
+                mark_used((str(target),))
                 return wheels
         staging = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,14 +12,14 @@ import hashlib
 import os
 import shutil
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S"]
 
 KEEP_UNUSED_S = 30 * 86400
 """Job files, unpacked wheels and agent bundles unused for this long are removed (30 days)."""
 PRUNED_DIRS = ("jobs", "wheels")
-"""The cache's folders of entries named by content."""
+"""The cache's folders of entries named by content that agents keep (the console keeps others: console/cluster.py)."""
 
 
 def cache_dir() -> str:
@@ -48,14 +48,16 @@ def mark_used(paths: Iterable[str]) -> None:
             pass
 
 
-def prune(now: Optional[float] = None) -> List[str]:
-    """Remove the entries of the jobs and wheels folders, and the agent bundles, that no agent has marked used
-    for KEEP_UNUSED_S; the paths removed. An entry is first renamed out of the way, so no agent ever finds one
-    half removed; one that cannot be (held open, on Windows) stays for the next time."""
+def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",),
+          now: Optional[float] = None) -> List[str]:
+    """Remove the entries of these folders of the cache, and its zips named with these prefixes, that nothing
+    has marked used for KEEP_UNUSED_S (by default what agents keep: job files, wheels, bundles); the paths
+    removed. An entry is first renamed out of the way, so no agent ever finds one half removed; one that cannot
+    be (held open, on Windows) stays for the next time."""
     root = cache_dir()
     cutoff = (time.time() if now is None else now) - KEEP_UNUSED_S
-    entries = [os.path.join(root, sub, name) for sub in PRUNED_DIRS for name in _names(os.path.join(root, sub))]
-    entries += [os.path.join(root, name) for name in _names(root) if name.startswith("agent-") and
+    entries = [os.path.join(root, sub, name) for sub in folders for name in _names(os.path.join(root, sub))]
+    entries += [os.path.join(root, name) for name in _names(root) if name.startswith(zip_prefixes) and
                 name.endswith(".zip")]
     removed = []
     for path in entries:

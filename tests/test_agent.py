@@ -381,3 +381,31 @@ def test_an_agent_prunes_its_cache_once_started_and_keeps_what_it_runs_from(tmp_
     assert sorted(p.name for p in root.iterdir()) == [bundle.name, "jobs"]
     assert list((root / "jobs").iterdir()) == []
     assert bundle.stat().st_mtime > time.time() - 600
+
+
+def test_the_console_prunes_what_it_keeps_in_its_cache(tmp_path, monkeypatch):
+    """Opening a cluster prunes the console's own month-old entries (resolved wheels, node facts, the Dask
+    workers' code) and leaves the agents' (job files) to the agents."""
+    from console.cluster import open_cluster
+    from console.inventory import load_inventory
+    from nodeagent.cache import KEEP_UNUSED_S
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "cluster-console"
+    old = ("packages/0123/resolved.json", "nodes/n1.json", "dask-code-0123.zip", "jobs/old/job.py")
+    for path in old + ("packages/4567/resolved.json", "dask-code-4567.zip"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("x")
+    month_ago = time.time() - KEEP_UNUSED_S - 3600
+    for path in ("packages/0123", "nodes/n1.json", "dask-code-0123.zip", "jobs/old"):
+        os.utime(root / path, (month_ago, month_ago))
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\n')
+    cluster = open_cluster(load_inventory(inventory))
+    try:
+        assert wait_for(lambda: not (root / "dask-code-0123.zip").exists() and not (root / "packages/0123").exists()
+                        and not (root / "nodes/n1.json").exists(), 10)
+    finally:
+        cluster.close()
+    assert sorted(p.name for p in root.iterdir()) == ["dask-code-4567.zip", "jobs", "nodes", "packages"]
+    assert [p.name for p in (root / "packages").iterdir()] == ["4567"] and (root / "jobs/old").exists()

@@ -40,7 +40,7 @@ from console.errors import UsageError
 from console.jobrun import ChunkValue, JobRun
 from console.scheduler import Cancel, ChunkFailed, ChunkFinished, Event, NodeDraining, NodeJoined, SendChunks
 from console.snapshot import NodeSnapshot
-from nodeagent.cache import cache_dir, content_hash
+from nodeagent.cache import cache_dir, content_hash, mark_used
 from nodeagent.wire import RefusedType, decode_error_detail
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ def _code_zip() -> Path:
                 if info.filename != "__main__.py" and not info.filename.startswith(("rpyc/", "cloudpickle/")):
                     code.writestr(info, source.read(info))
         write_atomically(path, out.getvalue())
+    else:
+        mark_used((str(path),))
     return path
 
 
