@@ -5,19 +5,19 @@ files are named and stored the same way on every machine, the console's own
 included. What the cache holds is named by content, so every edit of a job,
 every console version and every package version adds to it: each agent marks
 what it uses (the mtime of the entry) and, once started, removes what no agent
-has used for KEEP_UNUSED_S.
+has used for KEEP_UNUSED_S; the console does the same with what it keeps.
 """
 
 import hashlib
 import os
 import shutil
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 __all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S"]
 
 KEEP_UNUSED_S = 30 * 86400
-"""Job files, unpacked wheels and agent bundles unused for this long are removed (30 days)."""
+"""What the cache holds and nothing has used for this long is removed (30 days)."""
 PRUNED_DIRS = ("jobs", "wheels")
 """The cache's folders of entries named by content that agents keep (the console keeps others: console/cluster.py)."""
 
@@ -48,14 +48,13 @@ def mark_used(paths: Iterable[str]) -> None:
             pass
 
 
-def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",),
-          now: Optional[float] = None) -> List[str]:
+def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",)) -> List[str]:
     """Remove the entries of these folders of the cache, and its zips named with these prefixes, that nothing
     has marked used for KEEP_UNUSED_S (by default what agents keep: job files, wheels, bundles); the paths
     removed. An entry is first renamed out of the way, so no agent ever finds one half removed; one that cannot
     be (held open, on Windows) stays for the next time."""
     root = cache_dir()
-    cutoff = (time.time() if now is None else now) - KEEP_UNUSED_S
+    cutoff = time.time() - KEEP_UNUSED_S
     entries = [os.path.join(root, sub, name) for sub in folders for name in _names(os.path.join(root, sub))]
     entries += [os.path.join(root, name) for name in _names(root) if name.startswith(zip_prefixes) and
                 name.endswith(".zip")]

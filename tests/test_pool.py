@@ -233,12 +233,14 @@ def test_a_cancelled_task_waiting_in_a_pipe_is_dropped_and_its_worker_kept(pool)
 
 def test_a_worker_of_millisecond_chunks_holds_a_burst_of_tasks_in_its_pipe(pool):
     """After chunks of a millisecond, up to 20 ms of them wait in each worker's pipe (the agent's threads are
-    woken once a burst, not twice a chunk), spread evenly; every one comes back."""
+    woken once a burst, not twice a chunk), spread evenly; every one comes back. The burst's chunks take 0.2 s
+    each, so the spread is there to see for that long (a busy machine once kept the check from looking within
+    the 50 ms of one-item chunks)."""
     _warm(pool)
-    pool.submit([task(c, fn="faulty:slow_square", items=(c,)) for c in range(12)])
+    pool.submit([task(c, fn="faulty:slow_square", items=(c,) * 4) for c in range(12)])
     assert wait_for(lambda: sorted(len(w.tasks) for w in pool._workers) == [6, 6], 10, interval=0.005)
     out = drain(pool, 12)
-    assert sorted(out) == list(range(12)) and all(pickle.loads(out[c].value) == [c * c] for c in out)
+    assert sorted(out) == list(range(12)) and all(pickle.loads(out[c].value) == [c * c] * 4 for c in out)
 
 
 def test_the_tasks_waiting_in_a_pipe_stay_within_its_byte_bound(pool):
