@@ -58,6 +58,12 @@ while True:
 '''
 
 
+def _send(stream: IO[bytes], obj: object) -> None:
+    data = pickle.dumps(obj)
+    stream.write(struct.pack("!I", len(data)) + data)
+    stream.flush()
+
+
 def _frame(stream: IO[bytes]) -> bytes:
     head = stream.read(4)
     if len(head) < 4:
@@ -82,17 +88,14 @@ def run(trios: int, items: int, batch: int = MOST_AHEAD) -> float:
                     left[0] -= count
                 if not count:
                     return
-                data = pickle.dumps(list(range(count)))
-                agent.stdin.write(struct.pack("!I", len(data)) + data)
-                agent.stdin.flush()
+                _send(agent.stdin, list(range(count)))
                 pickle.loads(_frame(agent.stdout))
         except BaseException as exc:  # reported once every thread is done
             errors.append(exc)
 
     try:
         for agent in agents:  # each answers an empty batch once its worker runs
-            agent.stdin.write(struct.pack("!I", len(pickle.dumps([]))) + pickle.dumps([]))
-            agent.stdin.flush()
+            _send(agent.stdin, [])
             _frame(agent.stdout)
         started = time.perf_counter()
         threads = [threading.Thread(target=feed, args=(agent,)) for agent in agents]
