@@ -3,7 +3,3 @@
 Runs on Python >= 3.9 with the standard library and rpyc only (psutil when the
 node has it). Never imports `console`. Started as `python -m nodeagent`.
 """
-
-from nodeagent.wire import PROTOCOL_VERSION
-
-__all__ = ["PROTOCOL_VERSION"]

@@ -20,7 +20,7 @@ from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
 from helpers import FAULTY, pool_workers, wait_for, write_job
-from nodeagent import PROTOCOL_VERSION
+from nodeagent.wire import PROTOCOL_VERSION
 from nodeagent.wire import ChunkItems, JobSettings
 
 SLOW_SQUARES = JobSettings("t", "faulty:slow_square", "item", "list", {"faulty.py": FAULTY.read_bytes()}, 30.0, 2)
