@@ -254,3 +254,33 @@ def test_the_tasks_waiting_in_a_pipe_stay_within_its_byte_bound(pool):
     assert pool.queued() == 3 and len(pool._pending) == 1
     out = drain(pool, 5)
     assert sorted(out) == list(range(5)) and all(o.status == "ok" for o in out.values())
+
+
+def test_a_fresh_workers_pipe_ends_frame_messages_as_multiprocessing_does():
+    """PipeEnds (a fresh worker's side) and multiprocessing's Connection (the agent's side) read each other's
+    messages, one larger than a pipe holds at once too, and the worker's end reads a closed pipe as EOFError."""
+    import threading
+    from multiprocessing.connection import Connection
+
+    from nodeagent.worker import PipeEnds
+
+    task_r, task_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    agent_out, agent_in = Connection(task_w, readable=False), Connection(reply_r, writable=False)
+    ends = PipeEnds(task_r, reply_w)
+    big = ("chunk", list(range(100_000)))  # ~500 KB pickled: several reads of a 64 KB pipe
+    writer = threading.Thread(target=lambda: (agent_out.send_bytes(pickle.dumps(big)),
+                                              agent_out.send_bytes(pickle.dumps("small")), agent_out.close()))
+    writer.start()
+    assert ends.recv() == big
+    assert ends.recv() == "small"
+    with pytest.raises(EOFError):
+        ends.recv()
+    writer.join(10)
+    replier = threading.Thread(target=ends.send, args=(big,))
+    replier.start()
+    assert agent_in.recv() == big
+    replier.join(10)
+    for fd in (task_r, reply_w):
+        os.close(fd)
+    agent_in.close()
