@@ -4,19 +4,15 @@ psutil has no wheels for 32-bit Raspberry Pi OS and often fails to build there,
 so when it is missing the agent reads /proc on Linux and GetSystemTimes /
 GlobalMemoryStatusEx on Windows. `Sampler.sample()` returns a plain dict; its
 "source" key says which was used. CPU figures are percentages since the
-previous sample (the first sample reads as 0).
+previous sample (the first sample has none).
 """
 
+import importlib.util
 import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["Sampler"]
-
-try:
-    import psutil
-except ImportError:  # a node without psutil still reports, from the fallback
-    psutil = None
 
 
 def _load() -> Optional[Tuple[float, float, float]]:
@@ -47,17 +43,19 @@ class _PsutilTimes:
     """
 
     def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
         self._last = psutil.cpu_times(percpu=True)
 
     def cpu(self) -> Tuple[float, Optional[List[float]]]:
-        now = psutil.cpu_times(percpu=True)
+        now = self._psutil.cpu_times(percpu=True)
         per_core = [_busy_percent(t0, t1) for t0, t1 in zip(self._last, now)]
         self._last = now
         return (sum(per_core) / len(per_core) if per_core else 0.0), per_core
 
-    @staticmethod
-    def memory() -> Tuple[Optional[int], Optional[int]]:
-        mem = psutil.virtual_memory()
+    def memory(self) -> Tuple[Optional[int], Optional[int]]:
+        mem = self._psutil.virtual_memory()
         return mem.total - mem.available, mem.total
 
 
@@ -146,17 +144,28 @@ class _WindowsTimes:
 
 
 class Sampler:
-    """Takes CPU and memory samples; keep one per agent so deltas make sense."""
+    """Takes CPU and memory samples; keep one per agent so deltas make sense.
+
+    Its reader (and psutil, 20 to 50 ms of a small machine's CPU to import) starts at the first sample, not
+    with the agent: a job's start does not wait for it. That first sample has no CPU figures (no span yet)."""
 
     def __init__(self, force_fallback: bool = False) -> None:
-        self.source = "psutil" if psutil is not None and not force_fallback else "fallback"
+        found = not force_fallback and importlib.util.find_spec("psutil") is not None
+        self.source = "psutil" if found else "fallback"
         self._reader: Any = None
+        self._started = False
+
+    def _start(self) -> Any:
         if self.source == "psutil":
-            self._reader = _PsutilTimes()
-        elif sys.platform.startswith("linux"):
-            self._reader = _ProcStat()
-        elif os.name == "nt":
-            self._reader = _WindowsTimes()
+            try:
+                return _PsutilTimes()
+            except ImportError:  # found but broken (built for another Python): the fallback reports
+                self.source = "fallback"
+        if sys.platform.startswith("linux"):
+            return _ProcStat()
+        if os.name == "nt":
+            return _WindowsTimes()
+        return None
 
     def sample(self) -> Dict[str, Any]:
         """CPU per core and overall (%), memory used/total (bytes), load averages."""
@@ -164,9 +173,14 @@ class Sampler:
         per_core: Optional[List[float]] = None
         used: Optional[int] = None
         total: Optional[int] = None
+        first = not self._started
+        if first:
+            self._started = True
+            self._reader = self._start()
         if self._reader is not None:
             try:
-                overall, per_core = self._reader.cpu()
+                if not first:
+                    overall, per_core = self._reader.cpu()
                 used, total = self._reader.memory()
             except (OSError, ValueError):
                 pass

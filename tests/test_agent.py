@@ -66,8 +66,10 @@ def test_metrics_answer_while_a_batch_runs(link):
     link.start_job(SLOW_SQUARES)
     link.exchange([ChunkItems(i, 1, pickle.dumps(list(range(20)))) for i in range(4)], 0)
     started = time.monotonic()
+    first = link.metrics()  # it starts the agent's sampler: memory, no CPU span yet
     sample = link.metrics()
     assert time.monotonic() - started < 5
+    assert first.cpu_per_core is None and first.cpu_percent is None and first.mem_total > first.mem_used > 0
     assert len(sample.cpu_per_core) == os.cpu_count()
     assert sample.mem_total > sample.mem_used > 0
 
@@ -77,6 +79,7 @@ def test_a_busy_nodes_metrics_ride_on_its_exchange(link):
     carries none."""
     link.hello()
     link.start_job(SLOW_SQUARES)
+    link.metrics()  # the first sample starts the sampler
     collected = link.exchange([ChunkItems(0, 1, pickle.dumps([1]))], 0, metrics=True)
     assert len(collected.metrics.cpu_per_core) == os.cpu_count() and collected.metrics.mem_total > 0
     assert link.exchange([], 0).metrics is None
@@ -173,6 +176,7 @@ def test_fallback_metrics_without_psutil(monkeypatch):
     agent = start_local_agent(sys.executable, lambda line: None)
     try:
         assert agent.hello()["metrics"] == "fallback"
+        agent.metrics()  # the first sample starts the sampler
         time.sleep(0.2)
         sample = agent.metrics()
         assert sample.source == "fallback" and len(sample.cpu_per_core) == os.cpu_count()
@@ -256,6 +260,8 @@ def test_cpu_is_measured_whatever_thread_asks(fallback):
     busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
     try:
         sampler = Sampler(force_fallback=fallback)
+        first = sampler.sample()
+        assert first["cpu_percent"] is None and first["mem_total"] > 0, "the first sample has no span"
         time.sleep(0.5)
         samples = []
         thread = threading.Thread(target=lambda: samples.append(sampler.sample()))
