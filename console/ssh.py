@@ -44,6 +44,7 @@ def _import_paramiko_without_invoke() -> None:
 
 _import_paramiko_without_invoke()
 import paramiko  # noqa: E402
+from paramiko.buffered_pipe import PipeTimeout  # noqa: E402
 
 __all__ = ["SSHTarget", "resolve_target", "NodeConnection", "ChannelStream", "fingerprint", "fetch_host_key",
            "pinned_key", "pin_host_key", "known_hosts_path"]
@@ -296,11 +297,12 @@ class ChannelStream(Stream):
     def poll(self, timeout: Union[float, None, Timeout]) -> bool:
         """Wait on the channel's receive buffer itself, never select on `channel.fileno()`: that pairs the
         stdout and stderr buffers' events through one pipe whose clear is not thread-safe, and with the agent's
-        log read on another thread a reader could block for ever once the agent has gone."""
-        buffer = self.channel.in_buffer
-        with buffer._cv:
-            if not (len(buffer._buffer) or buffer._closed):
-                buffer._cv.wait(Timeout(timeout).timeleft())
+        log read on another thread a reader could block for ever once the agent has gone. A read of no bytes
+        from that buffer returns once it holds data or has ended, and takes nothing from it."""
+        try:
+            self.channel.in_buffer.read(0, Timeout(timeout).timeleft())
+        except PipeTimeout:
+            pass
         return self.channel.recv_ready() or self.channel.eof_received or self.channel.closed
 
     def read(self, count: int) -> bytes:
