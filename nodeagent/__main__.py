@@ -45,8 +45,6 @@ def _pool_failed(trace: str) -> None:
 
 WATCH_EVERY_S = 1.0
 """How often the watchdog looks at the agent."""
-MARK_USED_EVERY_S = 3600.0
-"""How often a running agent marks its bundle and its job's files and wheels used in the cache."""
 STALL_LOG_S = 6.0
 """A request answered for this long gets its threads' stacks logged: the console gives up on a call at 10 s
 (console/agentlink.py CALL_TIMEOUT_S) and closes the link, so the log must have them before that."""
@@ -86,14 +84,15 @@ def watch(service: Any, clock: RequestClock) -> None:
 def keep_cache(service: Any) -> None:
     """Prune this node's cache once, then mark what this agent uses every MARK_USED_EVERY_S: an agent (a
     dashboard's) may run longer than the cache keeps what no agent marks."""
-    from nodeagent.cache import KEEP_UNUSED_S, mark_used, prune
+    from nodeagent.cache import KEEP_UNUSED_S, LOW_DISK_BYTES, MARK_USED_EVERY_S, mark_used, prune
 
     bundle = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     own = (bundle,) if os.path.isfile(bundle) else ()  # the zip this agent runs from (a forked agent has none)
     mark_used(own)
     removed = prune()
     if removed:
-        log("removed %d cache entries no agent used for %d days" % (len(removed), KEEP_UNUSED_S // 86400))
+        log("removed %d cache entries no agent used for %d days, or that a disk with under %d MB free could not "
+            "keep" % (len(removed), KEEP_UNUSED_S // 86400, LOW_DISK_BYTES >> 20))
     while True:
         time.sleep(MARK_USED_EVERY_S)
         mark_used(own + service.in_use())

@@ -5,7 +5,9 @@ files are named and stored the same way on every machine, the console's own
 included. What the cache holds is named by content, so every edit of a job,
 every console version and every package version adds to it: each agent marks
 what it uses (the mtime of the entry) and, once started, removes what no agent
-has used for KEEP_UNUSED_S; the console does the same with what it keeps.
+has used for KEEP_UNUSED_S, and more, least recently used first, while the
+disk has less than LOW_DISK_BYTES free; the console does the same with what it
+keeps.
 """
 
 import hashlib
@@ -14,10 +16,15 @@ import shutil
 import time
 from typing import Dict, Iterable, List, Tuple
 
-__all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S"]
+__all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S", "MARK_USED_EVERY_S"]
 
 KEEP_UNUSED_S = 30 * 86400
 """What the cache holds and nothing has used for this long is removed (30 days)."""
+MARK_USED_EVERY_S = 3600.0
+"""How often a running agent marks its bundle and its job's files and wheels used."""
+LOW_DISK_BYTES = 1 << 30
+"""While the cache's disk has less free than this (1 GiB), pruning also removes entries used since KEEP_UNUSED_S,
+least recently used first, but none marked in the last two MARK_USED_EVERY_S (an agent running now uses it)."""
 PRUNED_DIRS = ("jobs", "wheels")
 """The cache's folders of entries named by content that agents keep (the console keeps others: console/cluster.py)."""
 
@@ -50,32 +57,56 @@ def mark_used(paths: Iterable[str]) -> None:
 
 def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",)) -> List[str]:
     """Remove the entries of these folders of the cache, and its zips named with these prefixes, that nothing
-    has marked used for KEEP_UNUSED_S (by default what agents keep: job files, wheels, bundles); the paths
-    removed. An entry is first renamed out of the way, so no agent ever finds one half removed; one that cannot
-    be (held open, on Windows) stays for the next time."""
+    has marked used for KEEP_UNUSED_S (by default what agents keep: job files, wheels, bundles), then, while
+    the disk has less than LOW_DISK_BYTES free, those not in use, least recently used first; the paths removed.
+    An entry is first renamed out of the way, so no agent ever finds one half removed; one that cannot be (held
+    open, on Windows) stays for the next time."""
     root = cache_dir()
-    cutoff = time.time() - KEEP_UNUSED_S
+    now = time.time()
     entries = [os.path.join(root, sub, name) for sub in folders for name in _names(os.path.join(root, sub))]
     entries += [os.path.join(root, name) for name in _names(root) if name.startswith(zip_prefixes) and
                 name.endswith(".zip")]
     removed = []
+    kept = []
     for path in entries:
-        gone = "%s.gone.%d" % (path, os.getpid())
         try:
-            if os.stat(path).st_mtime >= cutoff:
-                continue
-            os.rename(path, gone)
+            used = os.stat(path).st_mtime
         except OSError:
             continue
-        if os.path.isdir(gone):
-            shutil.rmtree(gone, ignore_errors=True)
-        else:
-            try:
-                os.remove(gone)
-            except OSError:
-                pass
-        removed.append(path)
+        if used >= now - KEEP_UNUSED_S:
+            kept.append((used, path))
+        elif _remove(path):
+            removed.append(path)
+    for used, path in sorted(kept):
+        if used >= now - 2 * MARK_USED_EVERY_S or _free_bytes(root) >= LOW_DISK_BYTES:
+            break
+        if _remove(path):
+            removed.append(path)
     return removed
+
+
+def _remove(path: str) -> bool:
+    """Rename `path` out of the way, then remove it; False if it could not be renamed."""
+    gone = "%s.gone.%d" % (path, os.getpid())
+    try:
+        os.rename(path, gone)
+    except OSError:
+        return False
+    if os.path.isdir(gone):
+        shutil.rmtree(gone, ignore_errors=True)
+    else:
+        try:
+            os.remove(gone)
+        except OSError:
+            pass
+    return True
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:  # not there (nothing kept yet): nothing to make room for
+        return LOW_DISK_BYTES
 
 
 def _names(folder: str) -> List[str]:

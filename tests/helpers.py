@@ -1,15 +1,18 @@
-"""Shared helpers for the end-to-end tests: write job files, run the real CLI."""
+"""Shared helpers for the end-to-end tests: write job files, run the real CLI, mount a small disk."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import psutil
+import pytest
 
 from console.localagent import FORKED_NAME
 
@@ -99,3 +102,16 @@ def agents_started_after(started: float) -> list:
     """Pids of agent processes started since `started` (a time.time()) that are still there."""
     return [proc.pid for proc in psutil.process_iter(["name", "cmdline", "create_time"])
             if is_agent(proc) and proc.info["create_time"] >= started - 1]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (made here) for the block; skips the test without root or mount."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

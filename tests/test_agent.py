@@ -6,6 +6,7 @@ its stdin, and a SIGKILLed agent costs the job nothing but time.
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from console.agentlink import start_local_agent
 from console.cluster import Cluster
 from console.inventory import Node
 from console.jobspec import load_job
-from helpers import FAULTY, pool_workers, wait_for, write_job
+from helpers import FAULTY, pool_workers, tmpfs, wait_for, write_job
 from nodeagent.wire import PROTOCOL_VERSION
 from nodeagent.wire import ChunkItems, JobSettings
 
@@ -359,6 +360,31 @@ def test_the_cache_prunes_what_no_agent_used_for_30_days(tmp_path, monkeypatch):
         "agent-old.zip", "jobs/old", os.path.join("wheels", digest), os.path.join("wheels", "b" * 64 + ".123.whl")]
     assert _cache_entries(root) == ["agent-new.zip", "jobs", "jobs/fresh", "jobs/marked", "nodes", "packages",
                                     "wheels"]
+
+
+def test_a_cache_on_a_disk_short_of_space_gives_up_its_least_recently_used_entries(tmp_path, monkeypatch):
+    """On a disk with less free than LOW_DISK_BYTES, pruning removes entries used within 30 days too, least
+    recently used first, until the disk has it again; what an agent marked in the last two hours stays."""
+    from nodeagent import cache
+
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(disk))
+        monkeypatch.setattr(cache, "LOW_DISK_BYTES", int(2.3 * 2**20))
+        root = disk / "cluster-console"
+        now = time.time()
+        for name, days in (("oldest", 3), ("older", 2), ("old", 1), ("running", 0)):
+            (root / "jobs" / name).mkdir(parents=True)
+            (root / "jobs" / name / "job.py").write_bytes(b"x" * 2**20)
+            os.utime(root / "jobs" / name, (now - days * 86400, now - days * 86400))
+        (disk / "the operator's data").write_bytes(b"x" * int(3.2 * 2**20))  # ~0.8 MB left free
+        assert shutil.disk_usage(disk).free < cache.LOW_DISK_BYTES
+        removed = cache.prune()
+        assert [os.path.basename(p) for p in removed] == ["oldest", "older"]
+        assert shutil.disk_usage(disk).free >= cache.LOW_DISK_BYTES
+        assert sorted(p.name for p in (root / "jobs").iterdir()) == ["old", "running"]
+        (disk / "the operator's data").write_bytes(b"x" * int(5.6 * 2**20))  # the disk fills up again
+        assert cache.prune() == [str(root / "jobs" / "old")]  # "running" is in use: it stays, short or not
+        assert [p.name for p in (root / "jobs").iterdir()] == ["running"]
 
 
 def test_an_agent_prunes_its_cache_once_started_and_keeps_what_it_runs_from(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ journal holds N lines), bounded in time, never a fixed sleep.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,9 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from console import cli
 from console.cluster import Cluster
@@ -27,25 +24,13 @@ from console.inventory import Node
 from console.jobspec import load_job
 from console.scheduler import InvalidTransition, Scheduler
 from helpers import (
-    ROOT, agents_started_after, communicate, pool_workers, results, run_console, wait_for, write_job,
+    ROOT, agents_started_after, communicate, pool_workers, results, run_console, tmpfs, wait_for, write_job,
 )
 
 WIDE = dict(os.environ, COLUMNS="1000")
 """Sentences naming long paths stay on one line."""
 PAD = "def pad(x):\n    import time\n    time.sleep(0.02)\n    return 'x' * 3000\n"
 """A job function whose value makes each journal line about 4 KB."""
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount")
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def pad_job(tmp_path: Path, items: int = 120) -> Path:
