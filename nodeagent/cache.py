@@ -16,7 +16,7 @@ import shutil
 import time
 from typing import Dict, Iterable, List, Tuple
 
-__all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S", "MARK_USED_EVERY_S"]
+__all__ = ["cache_dir", "content_hash", "mark_used", "prune", "KEEP_UNUSED_S", "MARK_USED_EVERY_S", "LOW_DISK_BYTES"]
 
 KEEP_UNUSED_S = 30 * 86400
 """What the cache holds and nothing has used for this long is removed (30 days)."""

@@ -201,7 +201,14 @@ class PipeEnds:
         data = pickle.dumps(reply)
         size = len(data)
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", size)
-        view = memoryview(header + data)
+        if size <= 16384:  # one write, as Connection makes it; a larger reply is not copied to put a header on it
+            self._write(header + data)
+        else:
+            self._write(header)
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
         while view:
             view = view[os.write(self._reply_fd, view):]
 

@@ -193,9 +193,10 @@ class NodeSession(threading.Thread):
     def _serve(self) -> None:
         link = self._link
         assert link is not None
-        job = self.cluster.job  # a job starting on this node: its first exchanges go without the node's metrics,
-        starting = job is not None and job.running  # whose first sample starts the agent's sampler (psutil)
-        next_metrics = time.monotonic() + METRICS_EVERY_S if starting else 0.0
+        # The node's first metrics sample starts the agent's sampler (psutil's import): a node that starts with
+        # a job running is asked one interval in, not in the job's first exchange.
+        job = self.cluster.job
+        next_metrics = time.monotonic() + METRICS_EVERY_S if job is not None and job.running else 0.0
         while not self.stopping.is_set():
             self._join_job(link)
             self._leave_ended_job(link)
