@@ -213,18 +213,14 @@ class PipeEnds:
             view = view[os.write(self._reply_fd, view):]
 
     def _read(self, size: int) -> bytes:
-        data = os.read(self._task_fd, size)
-        if len(data) == size:
-            return data
-        parts = [data]
-        left = size - len(data)
-        while left:
+        parts = []
+        while size:
+            data = os.read(self._task_fd, size)
             if not data:
                 raise EOFError("the agent closed the worker's pipe")
-            data = os.read(self._task_fd, left)
             parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
+            size -= len(data)
+        return b"".join(parts)  # one part, the usual case, is returned as it is
 
 
 def serve_fds(task_fd: int, reply_fd: int, parent_pid: int) -> None:
