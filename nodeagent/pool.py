@@ -7,12 +7,10 @@ chunk it held and is replaced; a chunk past its timeout has its worker killed.
 One manager thread owns the workers; callers only queue tasks and take outcomes.
 """
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
+from nodeagent.forkerlink import ForkedWorker, ForkerLink
 from nodeagent.wire import ChunkOutcome
 from nodeagent.worker import worker_main
 
@@ -48,58 +47,9 @@ class Task(NamedTuple):
 def default_start_method() -> str:
     """spawn everywhere: Windows has nothing else, fork would hand the workers the
     agent's protocol fds and locks held by its threads, and forkserver listens on a
-    unix socket, while the agent must open none. On POSIX the pool starts each worker
-    as a fresh interpreter itself (`FreshWorker`), not through multiprocessing."""
+    unix socket, while the agent must open none. On POSIX the pool's forker forks each
+    worker (nodeagent/forker.py), not multiprocessing."""
     return "spawn"
-
-
-AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-"""Where the `nodeagent` package is imported from (a directory, or the bundle's zip), for a fresh worker."""
-
-
-class FreshWorker:
-    """A worker started as a fresh interpreter on POSIX (`python -c` serving its two pipes), seen as a
-    multiprocessing.Process: pid, sentinel, is_alive, exitcode, kill, join, close.
-
-    Not a fork of the agent: forked workers ran the same chunks 5 to 13 % slower on this project's test
-    machine (bench/endtoend.py and three job functions, against fresh ones; why is not known), and the
-    agent's threads make fork unsafe after the start. Not multiprocessing's spawn: that starts a resource
-    tracker interpreter beside the first worker (45 ms of a 2-core machine's job start) and pickles the
-    agent's state for each worker."""
-
-    def __init__(self, task_fd: int, reply_fd: int) -> None:
-        sentinel_r, sentinel_w = os.pipe()  # the worker holds the write end: its exit makes the read end ready
-        code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
-                "from nodeagent.worker import serve_fds; serve_fds(%d, %d, %d)" % (task_fd, reply_fd, os.getpid()))
-        try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
-            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(task_fd, reply_fd, sentinel_w),
-                                           env=dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT))
-        except BaseException:
-            os.close(sentinel_r)
-            raise
-        finally:
-            os.close(sentinel_w)
-        self.pid = self._popen.pid
-        self.sentinel = sentinel_r
-
-    @property
-    def exitcode(self) -> Optional[int]:
-        """None while it runs; else its exit code, or minus the signal that ended it."""
-        return self._popen.poll()
-
-    def is_alive(self) -> bool:
-        return self._popen.poll() is None
-
-    def kill(self) -> None:
-        if self.is_alive():
-            self._popen.kill()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout)
-
-    def close(self) -> None:
-        os.close(self.sentinel)
 
 
 PIPELINE_BELOW_S = 0.5
@@ -164,11 +114,11 @@ class ChunkPool:
         the agent exits on it, so the console sees a lost node instead of chunks that never end.
 
         `start_method` names a multiprocessing start method to start the workers with instead of the
-        agent's own way (a `FreshWorker` on POSIX, multiprocessing's spawn on Windows)."""
+        agent's own way (forked by the pool's forker on POSIX, multiprocessing's spawn on Windows)."""
         self.size = workers
         self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
-        self._fresh = start_method is None and not WINDOWS
+        self._forker: Optional[ForkerLink] = ForkerLink() if start_method is None and not WINDOWS else None
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
@@ -259,6 +209,8 @@ class ChunkPool:
         self._closed = True
         self._wake()
         self._thread.join(5)
+        if self._forker is not None:
+            self._forker.close()  # it kills the workers it forked
         for worker in self._workers:
             self._stop_worker(worker)
 
@@ -274,8 +226,10 @@ class ChunkPool:
         # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
         task_r, task_w = self._ctx.Pipe(duplex=False)
         reply_r, reply_w = self._ctx.Pipe(duplex=False)
-        if self._fresh:
-            process: Any = FreshWorker(task_r.fileno(), reply_w.fileno())
+        if self._forker is not None:
+            if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
+                self._forker = ForkerLink()
+            process: Any = self._forker.spawn(task_r.fileno(), reply_w.fileno())
         else:
             process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
             process.start()
@@ -288,7 +242,7 @@ class ChunkPool:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(2)
-        if isinstance(worker.process, FreshWorker):
+        if isinstance(worker.process, ForkedWorker):
             worker.process.close()  # its sentinel (multiprocessing's Process closes its own when collected)
         worker.inbox.close()
         worker.conn.close()
@@ -430,7 +384,10 @@ class ChunkPool:
     def _died(self, worker: _Worker) -> None:
         worker.process.join(1)
         code = worker.process.exitcode
-        how = "was killed by signal %d" % -code if code is not None and code < 0 else "exited with code %s" % code
+        if code is None:  # a forked worker whose forker went first
+            how = "ended with the pool's forker process"
+        else:
+            how = "was killed by signal %d" % -code if code < 0 else "exited with code %d" % code
         self._finish(worker, "died", error="the worker process %s while running the chunk" % how)
         self._replace(worker)
 

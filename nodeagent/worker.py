@@ -24,7 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing, traceback and the wire module cost a fresh worker's start 30 to 60 ms of CPU together
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main", "serve_fds", "PipeEnds"]
+__all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main", "serve_fds", "die_with_parent",
+           "PipeEnds"]
 
 _functions: Dict[str, Callable[..., Any]] = {}
 SUM_BLOCK = 4096
@@ -124,9 +125,10 @@ def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
                          % (fn_ref, type(value).__name__, items[0] if items else None, type(exc).__name__, exc))
 
 
-def _die_with_parent(parent_pid: Optional[int]) -> None:
-    """On Linux, have the kernel kill this worker when its parent (the agent) goes, and go now if it already
-    has. `parent_pid`: the agent's, for a worker it started itself; None for one multiprocessing started."""
+def die_with_parent(parent_pid: Optional[int]) -> None:
+    """On Linux, have the kernel kill this process when its parent goes, and go now if it already has.
+    `parent_pid`: the forker's, for a worker it forked (the agent's, for the forker); None for a worker
+    multiprocessing started."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -144,7 +146,7 @@ def _die_with_parent(parent_pid: Optional[int]) -> None:
 
         parent = multiprocessing.parent_process()
         gone = parent is not None and not parent.is_alive()
-    if gone:  # the agent went while this worker started
+    if gone:  # the parent went while this process started
         os._exit(0)
 
 
@@ -224,15 +226,14 @@ class PipeEnds:
 
 
 def serve_fds(task_fd: int, reply_fd: int, parent_pid: int) -> None:
-    """`worker_main` on the two pipe ends a POSIX agent passed this fresh interpreter (nodeagent/pool.py
-    `FreshWorker`)."""
+    """`worker_main` on the two pipe ends of a worker the forker forked (nodeagent/forker.py)."""
     ends = PipeEnds(task_fd, reply_fd)
     worker_main(ends, ends, parent_pid)
 
 
 def worker_main(inbox: Any, outbox: Any, parent_pid: Optional[int] = None) -> None:
     """Serve chunks from `inbox`, replying on `outbox`, until it closes; the target of each pool process."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     while True:
         try:
             task = inbox.recv()

@@ -80,11 +80,14 @@ def wait_for(predicate: Callable[[], Any], limit: float = 30.0, interval: float 
 
 
 def pool_workers(agent_pid: int) -> set:
-    """The pids of an agent's living workers; not multiprocessing's resource tracker (Windows-style spawn)."""
+    """The pids of an agent's living workers; not their forker, nor multiprocessing's resource tracker
+    (Windows-style spawn)."""
     workers = set()
     for child in psutil.Process(agent_pid).children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+            command = " ".join(child.cmdline())
+            forker = "nodeagent.forker" in command and child.ppid() == agent_pid  # its forks have its command line
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in command and not forker:
                 workers.add(child.pid)
         except psutil.Error:  # gone meanwhile
             pass

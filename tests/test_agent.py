@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,7 +49,9 @@ def test_hello_describes_the_node(link):
     assert info["metrics"] == "psutil" and info["start_method"] == "spawn"
 
 
-def test_agent_and_its_workers_open_no_socket(link):
+def test_agent_and_its_workers_open_no_socket_anyone_could_reach(link):
+    """No inet socket, nothing bound or listening: the only socket is the nameless pair between the agent and
+    its pool's forker (it carries the workers' pipe ends), and the workers hold none."""
     info = link.hello()
     assert link.start_job(SLOW_SQUARES) == 2
     link.exchange([ChunkItems(i, 1, pickle.dumps(list(range(10)))) for i in range(4)], 0)
@@ -58,7 +61,12 @@ def test_agent_and_its_workers_open_no_socket(link):
     processes = family(info["pid"])
     assert len(processes) >= 3, "agent plus two workers"
     for proc in processes:
-        assert proc.net_connections(kind="all") == [], f"{proc.cmdline()} holds a socket"
+        sockets = proc.net_connections(kind="all")
+        assert all(s.family == socket.AF_UNIX and not s.laddr and not s.raddr for s in sockets), proc.cmdline()
+    agent = psutil.Process(info["pid"])
+    [forker] = [child for child in agent.children() if "nodeagent.forker" in " ".join(child.cmdline())]
+    assert len(agent.net_connections(kind="all")) == 1 and len(forker.net_connections(kind="all")) == 1
+    assert len(forker.children()) == 2 and all(w.net_connections(kind="all") == [] for w in forker.children())
 
 
 def test_metrics_answer_while_a_batch_runs(link):

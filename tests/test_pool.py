@@ -1,4 +1,4 @@
-"""The agent's process pool with real worker processes: its own fresh interpreters, and multiprocessing's spawn.
+"""The agent's process pool with real worker processes: forked by its forker, and multiprocessing's spawn.
 
 Workers are killed, hang, exit and raise; each test asserts the exact outcome
 of every chunk. Loops that wait are bounded in time.
@@ -30,7 +30,7 @@ def drain(pool, count, limit=30.0):
     return {o.chunk: o for o in got}
 
 
-@pytest.fixture(params=[None, "spawn"], ids=["fresh", "spawn"])
+@pytest.fixture(params=[None, "spawn"], ids=["forked", "spawn"])
 def pool(request, tmp_path, monkeypatch):
     monkeypatch.setenv("FAULT_DIR", str(tmp_path))
     p = ChunkPool(2, request.param)
@@ -78,6 +78,54 @@ def test_os_exit_in_a_chunk(pool):
     assert outcome.status == "died" and "exited with code 3" in outcome.error
     pool.submit([task(1, fn="faulty:exit_once_on_5", items=(5,))])
     assert pickle.loads(drain(pool, 1)[1].value) == [25]
+
+
+def _parent_of(pid):
+    with open("/proc/%d/stat" % pid) as stat:
+        return int(stat.read().rpartition(")")[2].split()[1])
+
+
+def _gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"  # a zombie: dead, not reaped yet
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads parents from /proc (Linux)")
+def test_a_pools_workers_are_forks_of_its_one_forker_and_end_with_it(tmp_path, monkeypatch):
+    """Both workers and the replacement of a killed one are children of one forker (an interpreter of its own,
+    not the agent); SIGKILLing the forker ends its workers, their chunks are "died" with the reason, and a new
+    forker forks their replacements, which run the next chunks; closing the pool ends forker and workers."""
+    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
+    pool = ChunkPool(2)
+    try:
+        pool.submit([task(0), task(1)])
+        assert {o.status for o in drain(pool, 2).values()} == {"ok"}
+        workers = [w.process.pid for w in pool._workers]
+        forker = pool._forker._popen.pid
+        assert {_parent_of(pid) for pid in workers} == {forker} and _parent_of(forker) == os.getpid()
+        os.kill(workers[0], signal.SIGKILL)
+        assert wait_for(lambda: pool.replaced == 1, 10)
+        assert _parent_of(pool._workers[0].process.pid) == forker
+
+        pool.submit([task(chunk, fn="faulty:slow_square", items=range(40)) for chunk in (2, 3)])
+        assert wait_for(lambda: pool.busy() == 2, 10)
+        os.kill(forker, signal.SIGKILL)
+        out = drain(pool, 2)
+        assert {o.status for o in out.values()} == {"died"}
+        assert {o.error for o in out.values()} == {
+            "the worker process ended with the pool's forker process while running the chunk"}
+        pool.submit([task(4), task(5)])
+        assert {o.status for o in drain(pool, 2).values()} == {"ok"}
+        new_forker = pool._forker._popen.pid
+        assert new_forker != forker
+        assert {_parent_of(w.process.pid) for w in pool._workers} == {new_forker}
+        last = [w.process.pid for w in pool._workers] + [new_forker]
+    finally:
+        pool.close()
+    assert wait_for(lambda: all(_gone(pid) for pid in last), 10)
 
 
 def test_hung_chunk_times_out_and_its_worker_is_replaced(pool):

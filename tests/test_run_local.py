@@ -154,19 +154,25 @@ def probe(x):
     if x == 0 and not os.path.exists({mark!r}):
         open({mark!r}, "w").close()
         os._exit(3)
-    agent = os.getppid()
+    def parent(pid):
+        with open("/proc/%d/stat" % pid) as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+    forker = os.getppid()
+    agent = parent(forker)
     fds = {{os.readlink("/proc/%d/fd/%s" % (agent, fd)).split(":")[0] for fd in os.listdir("/proc/%d/fd" % agent)}}
-    with open("/proc/%d/comm" % agent) as comm, open("/proc/%d/stat" % agent) as stat:
-        return {{"agent": comm.read().strip(), "agent_parent": int(stat.read().rsplit(")", 1)[1].split()[1]),
-                "agent_fds": sorted(fds),
+    with open("/proc/%d/comm" % agent) as comm, open("/proc/%d/cmdline" % forker) as forker_command:
+        return {{"agent": comm.read().strip(), "agent_parent": parent(agent), "agent_fds": sorted(fds),
+                "forker": "nodeagent.forker" in forker_command.read(),
                 "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
 """
 
 
 def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_console_code(tmp_path):
     """On Linux `console run` forks its local agent (an interpreter already up, site read): a child of the
-    console named console-agent, holding pipes and /dev/null only, none of the console's files. The worker
-    that replaces one the job's os._exit killed is spawned fresh and imports no console module."""
+    console named console-agent, holding pipes, /dev/null and the socketpair to its pool's forker only, none of
+    the console's files. The worker that replaces one the job's os._exit killed is forked by the forker (a
+    fresh interpreter, not the agent) and imports no console module."""
     (tmp_path / "probe.py").write_text(PROBE.format(mark=str(tmp_path / "exited")))
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
@@ -177,8 +183,8 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     assert console.returncode == 0, stderr
     doc = json.loads(stdout.splitlines()[-1])
     [retried] = doc["result"]
-    assert retried == {"agent": "console-agent", "agent_parent": console.pid, "agent_fds": ["/dev/null", "pipe"],
-                       "console_modules": []}
+    assert retried == {"agent": "console-agent", "agent_parent": console.pid,
+                       "agent_fds": ["/dev/null", "pipe", "socket"], "forker": True, "console_modules": []}
     assert doc["retried_attempts"] == 1
 
 

@@ -1,0 +1,118 @@
+"""The forker: a fresh interpreter that forks a POSIX agent's pool workers, so the pool pays one start.
+
+A pool's workers were each a fresh interpreter (its start, `site` and the worker's imports: 50 to 150 ms of CPU
+on a small machine, a second or more on a Pi, once a worker). The pool now starts one such interpreter, this
+loop, and every worker is a fork of it: started in a few milliseconds, sharing the interpreter's pages. The
+forker is single-threaded and holds nothing of the agent's (no protocol fd, no thread, no lock), so a fork of
+it is as clean as a fresh interpreter; the agent itself never forks once it has threads
+(nodeagent/forkerlink.py is its side).
+
+It reads lines on its socket to the agent: `spawn ID` with the worker's three pipe ends attached (SCM_RIGHTS:
+its task pipe, its reply pipe, the write end of its sentinel), and `kill ID`. It answers `pid ID PID`, and
+`exit ID CODE` when it reaped that worker (CODE as `Popen.returncode` gives it). Being the workers' parent, it
+alone reaps them, so it kills one only while it has not reaped it: a pid is never reused under it. It exits
+when the agent closes the socket or dies (PR_SET_PDEATHSIG on Linux), killing its workers first (or their own
+PR_SET_PDEATHSIG does).
+"""
+
+import os
+import select
+import signal
+import socket
+import sys
+from collections import deque
+from typing import Callable, Deque, Dict, List, Sequence
+
+__all__ = ["serve"]
+
+FDS_PER_SPAWN = 3
+
+
+def serve(control_fd: int, agent_pid: int) -> None:
+    """The forker's loop on the socket `control_fd` from the agent `agent_pid`; never returns."""
+    from nodeagent.worker import die_with_parent, serve_fds  # imported once, here: every worker has it then
+
+    die_with_parent(agent_pid)
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so SIGCHLD writes to the wake pipe
+    me = os.getpid()
+    children: Dict[int, str] = {}  # pid -> the agent's id for it
+    pending = b""
+    received: Deque[List[int]] = deque()  # fd triples, in the order they came: each `spawn` line takes the next
+    while True:
+        ready = select.select([control, wake_r], [], [])[0]
+        answers = []
+        if wake_r in ready:
+            while _drain(wake_r):
+                pass
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                answers.append("exit %s %d\n" % (children.pop(pid), os.waitstatus_to_exitcode(status)))
+        if control in ready:
+            try:
+                data, fds, _, _ = socket.recv_fds(control, 65536, 16 * FDS_PER_SPAWN)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                _end(children)
+            received.extend(fds[i:i + FDS_PER_SPAWN] for i in range(0, len(fds), FDS_PER_SPAWN))
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                verb, ident = line.decode().split()
+                if verb == "spawn":
+                    fds = received.popleft()
+                    pid = os.fork()
+                    if pid == 0:
+                        _become_worker(serve_fds, fds, me, (control.fileno(), wake_r, wake_w))
+                    for fd in fds:
+                        os.close(fd)
+                    children[pid] = ident
+                    answers.append("pid %s %d\n" % (ident, pid))
+                elif verb == "kill":
+                    for pid, held in children.items():
+                        if held == ident:
+                            os.kill(pid, signal.SIGKILL)
+        if answers:
+            try:
+                control.sendall("".join(answers).encode())
+            except OSError:
+                _end(children)
+
+
+def _end(children: Dict[int, str]) -> None:
+    """The agent is gone: so are its workers, and this process."""
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    os._exit(0)
+
+
+def _drain(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 4096))
+    except BlockingIOError:
+        return False
+
+
+def _become_worker(serve_fds: Callable[[int, int, int], None], fds: Sequence[int], forker_pid: int,
+                   forkers_own: Sequence[int]) -> None:
+    """In a forked child: serve the worker's pipes, then exit (never returns)."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in forkers_own:
+            os.close(fd)
+        serve_fds(fds[0], fds[1], forker_pid)
+        code = 0
+    finally:
+        for stream in (sys.stdout, sys.stderr):  # what the job printed, for the agent's log
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)

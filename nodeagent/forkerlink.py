@@ -1,0 +1,158 @@
+"""The agent's side of its forker (nodeagent/forker.py): start it, ask it for workers, learn how they ended.
+
+`ForkerLink.spawn` does not wait for the forker: it sends the worker's pipe ends and returns a
+`ForkedWorker` at once (the pool may write the worker's first tasks into its pipe before the worker
+exists), so a pool's start costs the agent one `Popen`, while the forker's interpreter comes up beside the
+agent's own imports. The worker's sentinel is a pipe whose only write end the worker holds: it is ready once
+the worker is gone, however it went, and even if the forker never got to fork it.
+"""
+
+import itertools
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, Optional
+
+__all__ = ["ForkerLink", "ForkedWorker"]
+
+AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""Where the `nodeagent` package is imported from (a directory, or the bundle's zip), for the forker."""
+PID_WAIT_S = 10.0
+"""How long a worker's pid is waited for: the forker's start, on a slow node with its cores busy."""
+
+
+class ForkerLink:
+    """One forker process, started at once, and what it said: its workers' pids and exit codes."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
+                "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), os.getpid()))
+        try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
+            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
+                                           env=dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._unread = b""
+        self._gone = False
+        self.pids: Dict[int, int] = {}
+        self.exits: Dict[int, int] = {}
+
+    def alive(self) -> bool:
+        """Whether the forker can still fork: running, its socket open."""
+        return not self._gone and self._popen.poll() is None
+
+    def spawn(self, task_fd: int, reply_fd: int) -> "ForkedWorker":
+        """A worker serving these pipe ends (the forker gets its own copies: the caller closes these)."""
+        sentinel_r, sentinel_w = os.pipe()
+        ident = next(self._ids)
+        try:
+            with self._lock:
+                socket.send_fds(self._sock, [b"spawn %d\n" % ident], [task_fd, reply_fd, sentinel_w])
+        except BaseException:
+            os.close(sentinel_r)
+            raise
+        finally:
+            os.close(sentinel_w)
+        return ForkedWorker(self, ident, sentinel_r)
+
+    def kill(self, ident: int) -> None:
+        """SIGKILL that worker, unless it is gone already."""
+        with self._lock:
+            try:
+                self._sock.sendall(b"kill %d\n" % ident)
+            except OSError:  # the forker is gone, and its workers with it
+                self._gone = True
+
+    def exitcode(self, ident: int, wait: float = 0.0) -> Optional[int]:
+        """That worker's exit code once the forker reaped it, waiting up to `wait` seconds for the word; None
+        while it runs, or if the forker went before saying."""
+        return self._told(self.exits, ident, wait)
+
+    def pid(self, ident: int) -> Optional[int]:
+        """That worker's pid, waiting for the forker to say it (a few ms once it runs); None if it went first."""
+        return self._told(self.pids, ident, PID_WAIT_S)
+
+    def _told(self, table: Dict[int, int], ident: int, wait: float) -> Optional[int]:
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while ident not in table and not self._gone:
+                if not self._read(max(deadline - time.monotonic(), 0.0)):
+                    break
+            return table.get(ident)
+
+    def forget(self, ident: int) -> None:
+        """Drop what is known of a worker the pool is done with."""
+        with self._lock:
+            self.pids.pop(ident, None)
+            self.exits.pop(ident, None)
+
+    def close(self) -> None:
+        """Close the socket: the forker kills the workers it has left and exits."""
+        self._sock.close()
+        self._gone = True
+        try:
+            self._popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+    def _read(self, timeout: float) -> bool:
+        """Take in what the forker sent within `timeout` seconds (under the lock); False if nothing came."""
+        if not select.select([self._sock], [], [], timeout)[0]:
+            return False
+        try:
+            data = self._sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._gone = True
+            return False
+        *lines, self._unread = (self._unread + data).split(b"\n")
+        for line in lines:
+            verb, ident, number = line.split()
+            (self.pids if verb == b"pid" else self.exits)[int(ident)] = int(number)
+        return True
+
+
+class ForkedWorker:
+    """A worker the forker forked, seen as a multiprocessing.Process: pid, sentinel, is_alive, exitcode,
+    kill, join, close."""
+
+    def __init__(self, link: ForkerLink, ident: int, sentinel: int) -> None:
+        self._link = link
+        self._ident = ident
+        self.sentinel = sentinel
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._link.pid(self._ident)
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        """None while it runs; else its exit code, or minus the signal that ended it."""
+        return self._link.exitcode(self._ident)
+
+    def is_alive(self) -> bool:
+        return not select.select([self.sentinel], [], [], 0)[0]
+
+    def kill(self) -> None:
+        self._link.kill(self._ident)
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait up to `timeout` seconds (None: 60) for the forker's word that it exited."""
+        self._link.exitcode(self._ident, 60.0 if timeout is None else timeout)
+
+    def close(self) -> None:
+        os.close(self.sentinel)
+        self._link.forget(self._ident)
