@@ -14,7 +14,8 @@ as Pool), the median difference in seconds, and the median peak memories.
 - ssh: the tasks case on one warm SSH node in a network namespace (root, sshd; the node shares this
   machine's cores), against the same Pool.
 
-For the console it also reads the time to the first result from the results file's attempts. Both sides
+The ~50 ms chunk is calibrated again before each repetition (this machine's speed drifts), and the
+console's results file gives the time to the first result and the chunks' median length. Both sides
 run once untimed first, and with bytecode written as usual (PYTHONDONTWRITEBYTECODE is dropped for the
 children): an installed console has its .pyc files, and so has the standard library.
 
@@ -127,6 +128,19 @@ def ssh_inventory(work: Path, stack: contextlib.ExitStack) -> Path:
     return inventory
 
 
+def write_cases(work: Path, steps: int, trivial: int) -> Dict[str, Tuple[Path, str]]:
+    """Each case's job file and the Pool script's (function, items, chunksize), for chunks of `steps`."""
+    return {
+        "tasks": (job_file(work, "tasks", "burn:spin", f"items = {[steps] * 120}", "1"),
+                  f"(spin, [{steps}] * 120, 1)"),
+        "defaults": (job_file(work, "defaults", "burn:spin", f"items = {[steps] * 120}", '"auto"'),
+                     f"(spin, [{steps}] * 120, None)"),
+        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4], None)"),
+        "trivial": (job_file(work, "trivial", "burn:square", f"range = [0, {trivial}]", '"auto"'),
+                    f"(square, range({trivial}), None)"),
+    }
+
+
 def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     from record import record
     from throughput import steps_for
@@ -134,47 +148,44 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-endtoend-"))
     inventory = work / "inventory.toml"
     inventory.write_text(f'[[node]]\nname = "local"\ntransport = "local"\nworkers = {WORKERS}\n')
-    steps = steps_for(50)
-    cases = {
-        "tasks": (job_file(work, "tasks", "burn:spin", f"items = {[steps] * 120}", "1"),
-                  f"(spin, [{steps}] * 120, 1)"),
-        "defaults": (job_file(work, "defaults", "burn:spin", f"items = {[steps] * 120}", '"auto"'),
-                     f"(spin, [{steps}] * 120, None)"),
-        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4], None)"),
-        "trivial": (job_file(work, "trivial", "burn:square", f"range = [0, {args.trivial}]", '"auto"'),
-                    f"(square, range({args.trivial}), None)"),
-    }
-    if "ssh" in args.cases.split(","):
-        cases["ssh"] = cases["tasks"]
-    chosen = [c for c in args.cases.split(",") if c in cases]
+    known = list(write_cases(work, steps_for(50), args.trivial)) + ["ssh"]
+    chosen = [c for c in args.cases.split(",") if c in known]
     inventories = {case: ssh_inventory(work, stack) if case == "ssh" else inventory for case in chosen}
     figures: Dict[str, Dict[str, list]] = {c: {"pool": [], "console": [], "pool_mem": [], "console_mem": [],
-                                               "first": []} for c in chosen}
+                                               "first": [], "chunk": []} for c in chosen}
     print(f"whole processes, {WORKERS} workers, {args.reps} interleaved repetitions; cases: {', '.join(chosen)}")
-    argvs = {}
-    for case in chosen:
-        job, work_expr = cases[case]
+
+    def argvs(case: str, steps: int) -> Tuple[List[str], List[str], Path]:
+        """(Pool's command, the console's, the console's results file) for chunks of `steps` now."""
+        job, work_expr = write_cases(work, steps, args.trivial)["tasks" if case == "ssh" else case]
         script = work / f"pool_{case}.py"
         script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
-        argvs[case] = ([sys.executable, str(script)],
-                       [sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventories[case])])
-        for argv in argvs[case]:
+        return ([sys.executable, str(script)],
+                [sys.executable, "-m", "console.cli", "run", str(job), "--inventory", str(inventories[case])],
+                job.with_suffix(".json"))
+
+    for case in chosen:
+        for argv in argvs(case, steps_for(50))[:2]:
             run_measured(argv)  # untimed: caches, bytecode, the agent bundle
     for rep in range(args.reps):
+        steps = steps_for(50)  # again each repetition: the machine's speed drifts, the chunks stay ~50 ms
         for case in chosen:
+            pool_argv, console_argv, results = argvs(case, steps)
             if rep % 2:  # each side goes first every other repetition: the second of two runs found the
-                console, console_mem = run_measured(argvs[case][1])  # machine otherwise than the first
-                pool, pool_mem = run_measured(argvs[case][0])
+                console, console_mem = run_measured(console_argv)  # machine otherwise than the first
+                pool, pool_mem = run_measured(pool_argv)
             else:
-                pool, pool_mem = run_measured(argvs[case][0])
-                console, console_mem = run_measured(argvs[case][1])
-            attempts = json.loads(cases[case][0].with_suffix(".json").read_text())["attempts"]
+                pool, pool_mem = run_measured(pool_argv)
+                console, console_mem = run_measured(console_argv)
+            attempts = json.loads(results.read_text())["attempts"]
             first = min(a["end_s"] for a in attempts if a["outcome"] == "done")
+            chunk = statistics.median(a["end_s"] - a["start_s"] for a in attempts if a["outcome"] == "done")
             for key, value in (("pool", pool), ("console", console), ("pool_mem", pool_mem),
-                               ("console_mem", console_mem), ("first", first)):
+                               ("console_mem", console_mem), ("first", first), ("chunk", chunk)):
                 figures[case][key].append(value)
             print(f"  rep {rep + 1} {case}: Pool {pool:.3f}s {pool_mem / 2**20:.0f} MB; "
-                  f"console {console:.3f}s {console_mem / 2**20:.0f} MB, first result {first:.3f}s into the job")
+                  f"console {console:.3f}s {console_mem / 2**20:.0f} MB, first result {first:.3f}s into the job, "
+                  f"chunks {chunk * 1000:.0f} ms")
     summary = {}
     for case in chosen:
         f = figures[case]
@@ -184,12 +195,13 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                          "gap_s": statistics.median(gaps), "pool_s": statistics.median(f["pool"]),
                          "pool_mb": statistics.median(f["pool_mem"]) / 2**20,
                          "console_mb": statistics.median(f["console_mem"]) / 2**20,
-                         "first_result_s": statistics.median(f["first"])}
+                         "first_result_s": statistics.median(f["first"]),
+                         "chunk_ms": statistics.median(f["chunk"]) * 1000}
         print(f"{case}: Pool/console median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
               f"{max(ratios):.3f}); console - Pool median {statistics.median(gaps):+.3f} s; Pool "
               f"{statistics.median(f['pool']):.3f} s; peak memory Pool {statistics.median(f['pool_mem']) / 2**20:.0f}"
               f" MB, console {statistics.median(f['console_mem']) / 2**20:.0f} MB; first result "
-              f"{statistics.median(f['first']):.3f} s into the job")
+              f"{summary[case]['first_result_s']:.3f} s into the job; chunks {summary[case]['chunk_ms']:.0f} ms")
     record("endtoend", summary)
 
 

@@ -35,12 +35,16 @@ from console.jobspec import load_job  # noqa: E402
 WORKERS = 2
 
 
-def steps_for(ms: float) -> int:
-    """Loop steps that take about `ms` milliseconds here."""
+def steps_for(ms: float, samples: int = 5) -> int:
+    """Loop steps that take about `ms` milliseconds here, from the median of `samples` timed spins (one spin
+    alone may land in a slow or a fast moment of a shared machine)."""
     steps = 200_000
-    started = time.perf_counter()
-    burn.spin(steps)
-    return int(steps * ms / 1000 / (time.perf_counter() - started))
+    seconds = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        burn.spin(steps)
+        seconds.append(time.perf_counter() - started)
+    return int(steps * ms / 1000 / statistics.median(seconds))
 
 
 def job_file(directory: Path, name: str, items: list, chunk_size: int, function: str, reduce: str) -> Path:
