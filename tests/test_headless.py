@@ -1,6 +1,5 @@
 """The headless output as plain objects: rendered into a string console, no cluster running."""
 
-import dataclasses
 import io
 
 from rich.console import Console
@@ -59,7 +58,7 @@ def test_plain_reporter_says_each_change_once():
 
 def test_plain_reporter_shows_the_last_log_lines_of_a_node_that_is_lost():
     lines = []
-    talkative = dataclasses.replace(PI3, log=tuple(f"line {i}" for i in range(8)))
+    talkative = PI3._replace(log=tuple(f"line {i}" for i in range(8)))
     PlainReporter(lines.append).report(ClusterSnapshot(t=0.0, nodes=(WS1, talkative), job=JOB), now=0.0)
     assert lines[:6] == ["node pi-3 is lost: pi-3 (10.0.0.23:22): no answer within 10 s."] + [
         f"  pi-3 log: line {i}" for i in range(3, 8)]
@@ -69,13 +68,13 @@ def test_plain_reporter_says_a_loss_it_did_not_sample_in_the_lost_state():
     """Lost and already reconnecting between two reports: the count of losses says it happened, and why."""
     lines = []
     reporter = PlainReporter(lines.append, every=60.0)
-    up = dataclasses.replace(PI3, state="ready", error=None)
+    up = PI3._replace(state="ready", error=None)
     reporter.report(ClusterSnapshot(t=0.0, nodes=(up,)), now=0.0)
-    reconnecting = dataclasses.replace(up, state="connecting", losses=1,
+    reconnecting = up._replace(state="connecting", losses=1,
                                        last_loss="pi-3: the agent's stream closed (reconnecting: attempt 1 of 3)")
     reporter.report(ClusterSnapshot(t=1.0, nodes=(reconnecting,)), now=1.0)
     reporter.report(ClusterSnapshot(t=2.0, nodes=(reconnecting,)), now=2.0)
-    reporter.report(ClusterSnapshot(t=3.0, nodes=(dataclasses.replace(reconnecting, state="ready"),)), now=3.0)
+    reporter.report(ClusterSnapshot(t=3.0, nodes=(reconnecting._replace(state="ready"),)), now=3.0)
     assert lines == ["node pi-3 is ready",
                      "node pi-3 is lost: pi-3: the agent's stream closed (reconnecting: attempt 1 of 3)",
                      "node pi-3 is ready"]
@@ -110,7 +109,7 @@ def test_plain_summary_puts_the_answer_after_the_table_and_wraps_nothing():
                                                                            "busy_seconds": 0.04}},
                 "failures": []}
     answer = "x" * 300
-    job = dataclasses.replace(JOB, answer=answer)
+    job = JOB._replace(answer=answer)
     lines = plain_summary(summarize(document, ClusterSnapshot(0.0, (), job=job)))
     assert lines[1:4] == ["node                     chunks   items  busy s  errors  state",
                           "a-node-with-a-long-name       1  12,345     0.0       0  n/a",

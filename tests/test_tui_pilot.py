@@ -8,7 +8,6 @@ The coroutines run under `asyncio.run` (see `run_async`), so no async plugin is 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 from typing import Any, Callable, Coroutine, List, Tuple
 
@@ -83,9 +82,9 @@ async def test_a_new_snapshot_updates_only_the_cells_that_changed() -> None:
             original(row, column, value, **kw)
 
         table.update_cell = spy
-        busier = dataclasses.replace(WS1, chunks_done=43, errors=2)
+        busier = WS1._replace(chunks_done=43, errors=2)
         nodes = (busier,) + SNAPSHOT.nodes[1:]
-        control.current = dataclasses.replace(SNAPSHOT, t=SNAPSHOT.t + 1, nodes=nodes)
+        control.current = SNAPSHOT._replace(t=SNAPSHOT.t + 1, nodes=nodes)
         app.poll()
         await pilot.pause()
         assert sorted(updates) == [("ws-1", "done"), ("ws-1", "errors")]
@@ -106,11 +105,11 @@ async def test_job_panel_shows_progress_rates_and_shares() -> None:
         assert static_text(app, "#job-shares") == "share ws-1 66% · win-1 30% · pi-3 5%"
         assert panel.has_class("-running")
         assert static_text(app, "#job-answer") == ""
-        app.control.current = dataclasses.replace(SNAPSHOT, job=dataclasses.replace(JOB, status="failed"))
+        app.control.current = SNAPSHOT._replace(job=JOB._replace(status="failed"))
         app.poll()
         assert panel.has_class("-failed") and not panel.has_class("-running")
-        ended = dataclasses.replace(JOB, status="ok", answer="1,000 entries: {7: [7], …} (all in out.json)")
-        app.control.current = dataclasses.replace(SNAPSHOT, job=ended)
+        ended = JOB._replace(status="ok", answer="1,000 entries: {7: [7], …} (all in out.json)")
+        app.control.current = SNAPSHOT._replace(job=ended)
         app.poll()
         await pilot.pause()
         assert static_text(app, "#job-answer") == "answer 1,000 entries: {7: [7], …} (all in out.json)"
@@ -129,7 +128,7 @@ async def test_the_chart_shows_the_jobs_items_per_second_and_cpu() -> None:
 
 @run_async
 async def test_before_any_job_the_panel_says_how_to_start_one() -> None:
-    app = build_app(FakeControl(dataclasses.replace(SNAPSHOT, job=None, failures=())), job_path="jobs/x.toml")
+    app = build_app(FakeControl(SNAPSHOT._replace(job=None, failures=())), job_path="jobs/x.toml")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert static_text(app, "#job-title") == "No job yet"
@@ -245,7 +244,7 @@ async def test_quit_asks_first_while_a_job_runs() -> None:
 
 @run_async
 async def test_quit_is_immediate_without_a_running_job() -> None:
-    done = dataclasses.replace(SNAPSHOT, job=dataclasses.replace(JOB, status="ok"))
+    done = SNAPSHOT._replace(job=JOB._replace(status="ok"))
     app = build_app(FakeControl(done))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
@@ -302,8 +301,8 @@ async def test_node_screen_opens_with_enter_and_follows_snapshots() -> None:
         assert "ws-1  busy" in static_text(app, "#node-heading")
         log = app.screen.query_one("#node-log")
         assert list(log.lines)[-1] == "chunk 41 done in 7.88 s"
-        lost = dataclasses.replace(WS1, state="lost", error="ws-1: connection reset", log=WS1.log + ("bye",))
-        control.current = dataclasses.replace(SNAPSHOT, nodes=(lost,) + SNAPSHOT.nodes[1:])
+        lost = WS1._replace(state="lost", error="ws-1: connection reset", log=WS1.log + ("bye",))
+        control.current = SNAPSHOT._replace(nodes=(lost,) + SNAPSHOT.nodes[1:])
         app.poll()
         await pilot.pause()
         assert "ws-1  lost" in static_text(app, "#node-heading")
@@ -327,7 +326,7 @@ async def test_commands_in_the_palette() -> None:
 @run_async
 async def test_nodes_with_nothing_known_render_na() -> None:
     bare = NodeSnapshot(name="new-1", transport="local", address=None, tags=(), state="connecting")
-    vague = dataclasses.replace(JOB, items_total=None, chunks_total=None, eta_s=None)
+    vague = JOB._replace(items_total=None, chunks_total=None, eta_s=None)
     app = build_app(FakeControl(ClusterSnapshot(t=0.0, nodes=(bare,), job=vague)))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter")
@@ -339,12 +338,12 @@ async def test_nodes_with_nothing_known_render_na() -> None:
 
 @run_async
 async def test_rows_out_of_view_catch_up_when_scrolled_into_view() -> None:
-    many = tuple(dataclasses.replace(WS1, name=f"n{i:03d}") for i in range(100))
+    many = tuple(WS1._replace(name=f"n{i:03d}") for i in range(100))
     control = FakeControl(ClusterSnapshot(t=0.0, nodes=many))
     app = build_app(control)
     async with app.run_test(size=SIZE) as pilot:
         table = app.query_one(NodeTable)
-        last = dataclasses.replace(many[-1], errors=7)
+        last = many[-1]._replace(errors=7)
         control.current = ClusterSnapshot(t=1.0, nodes=many[:-1] + (last,))
         app.poll()
         await pilot.pause()
@@ -367,8 +366,8 @@ async def test_node_table_redraws_once_a_second_but_at_once_on_a_state_change() 
             return row_texts(table)[0][3]
 
         before = ws1_cpu()
-        hotter = dataclasses.replace(WS1, cpu_percent=12.0)
-        control.current = dataclasses.replace(SNAPSHOT, nodes=(hotter,) + SNAPSHOT.nodes[1:])
+        hotter = WS1._replace(cpu_percent=12.0)
+        control.current = SNAPSHOT._replace(nodes=(hotter,) + SNAPSHOT.nodes[1:])
         now[0] = 0.5
         app.poll()
         await pilot.pause()
@@ -378,8 +377,8 @@ async def test_node_table_redraws_once_a_second_but_at_once_on_a_state_change() 
         app.poll()
         await pilot.pause()
         assert ws1_cpu().split()[0] == "12%"
-        lost = dataclasses.replace(hotter, state="lost")
-        control.current = dataclasses.replace(SNAPSHOT, nodes=(lost,) + SNAPSHOT.nodes[1:])
+        lost = hotter._replace(state="lost")
+        control.current = SNAPSHOT._replace(nodes=(lost,) + SNAPSHOT.nodes[1:])
         now[0] = 1.2
         app.poll()
         await pilot.pause()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -169,17 +168,17 @@ def test_job_lines_for_a_running_job() -> None:
 def test_job_lines_before_a_job_and_with_unknown_totals() -> None:
     assert job_lines(None, "Press s")["rates"] == "Press s"
     assert job_lines(ClusterSnapshot(t=0.0, nodes=()), "Press s")["title"] == "No job yet"
-    vague = dataclasses.replace(JOB, items_total=None, chunks_total=None, eta_s=None)
+    vague = JOB._replace(items_total=None, chunks_total=None, eta_s=None)
     lines = job_lines(ClusterSnapshot(t=0.0, nodes=(BARE,), job=vague), "")
     assert lines["times"] == "elapsed 2m05s · ETA n/a"
     assert lines["shares"] == "share n/a"
     assert job_progress(vague) == (None, 0.0)
-    assert job_progress(dataclasses.replace(JOB, items_total=None)) == (100.0, 64.0)
+    assert job_progress(JOB._replace(items_total=None)) == (100.0, 64.0)
 
 
 def test_failure_rows() -> None:
     assert failure_cells(FAILURE) == ("win-1", "17", "1", "ZeroDivisionError: integer division or modulo by zero [chunk 17]")
-    final = dataclasses.replace(FAILURE, attempt=3, final=True, error="")
+    final = FAILURE._replace(attempt=3, final=True, error="")
     assert failure_cells(final)[2:] == ("3 final", "(no message)")
     assert failure_key(FAILURE) != failure_key(final)
     assert "chunk 17 on win-1, attempt 1" in failure_heading(FAILURE)
@@ -247,6 +246,6 @@ def test_history_keeps_the_whole_job_in_bounded_samples() -> None:
 
 
 def test_node_heading_shows_the_jobs_packages_on_the_node() -> None:
-    ready = dataclasses.replace(BARE, packages="numpy 2.0.2, sympy 1.13.3")
+    ready = BARE._replace(packages="numpy 2.0.2, sympy 1.13.3")
     assert node_heading(ready, "new-1").splitlines()[-1] == "packages: numpy 2.0.2, sympy 1.13.3"
     assert "packages" not in node_heading(BARE, "new-1")
