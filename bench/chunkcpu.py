@@ -12,7 +12,8 @@ whether the workers' own CPU is what grows.
   without its threads);
 - handoff: the same, with the replies read by a second thread and handed to the main one under a
   Condition (the agent's manager thread and its serving thread);
-- chunkpool: nodeagent.pool.ChunkPool itself (fork), its worker_main, every task queued up front.
+- chunkpool: nodeagent.pool.ChunkPool itself, as the agent runs it (its workers forks of its forker,
+  nodeagent/forker.py), every task queued up front.
 
     python3 bench/chunkcpu.py [--reps 12] [--pools pool,pipes,handoff,chunkpool]
 """
@@ -125,7 +126,7 @@ def with_pipes(steps: int, handoff: bool = False) -> List[float]:
 def with_chunkpool(steps: int) -> List[float]:
     from nodeagent.pool import ChunkPool, Task
 
-    pool = ChunkPool(WORKERS, "fork")
+    pool = ChunkPool(WORKERS)
     items = pickle.dumps([steps])
     pool.submit([Task(i, 1, "chunkcpu:timed_spin", "item", "list", (str(HERE),), items, 600.0)
                  for i in range(CHUNKS)])
