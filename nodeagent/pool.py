@@ -47,8 +47,8 @@ class Task(NamedTuple):
 def default_start_method() -> str:
     """spawn everywhere: Windows has nothing else, fork would hand the workers the
     agent's protocol fds and locks held by its threads, and forkserver listens on a
-    unix socket, while the agent must open none. On POSIX the pool's forker forks each
-    worker (nodeagent/forker.py), not multiprocessing."""
+    named unix socket, which anyone on the node could connect to. On POSIX the pool's
+    forker forks each worker (nodeagent/forker.py), not multiprocessing."""
     return "spawn"
 
 
@@ -228,6 +228,7 @@ class ChunkPool:
         reply_r, reply_w = self._ctx.Pipe(duplex=False)
         if self._forker is not None:
             if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
+                self._forker.close()
                 self._forker = ForkerLink()
             process: Any = self._forker.spawn(task_r.fileno(), reply_w.fileno())
         else:

@@ -21,7 +21,7 @@ import sys
 import time
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing, traceback and the wire module cost a fresh worker's start 30 to 60 ms of CPU together
+if TYPE_CHECKING:  # typing, traceback and the wire module cost the forker's start 30 to 60 ms of CPU together
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["JobMistake", "resolve", "run_chunk", "chunk_reply", "worker_main", "serve_fds", "die_with_parent",
@@ -186,7 +186,7 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
 class PipeEnds:
     """The worker's ends of its two pipes, framed as `multiprocessing.connection.Connection` frames them (the
     agent's side is one): a 4-byte big-endian signed length (-1, then an 8-byte one, past 2 GiB), then the
-    pickle. Not Connection itself: importing multiprocessing.connection costs a fresh worker ~25 ms of CPU."""
+    pickle. Not Connection itself: importing multiprocessing.connection costs the forker's start ~25 ms of CPU."""
 
     def __init__(self, task_fd: int, reply_fd: int) -> None:
         self._task_fd = task_fd
