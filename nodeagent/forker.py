@@ -72,8 +72,9 @@ def serve(control_fd: int, agent_pid: int) -> None:
                 if verb == "spawn":
                     fds = received.popleft()
                     pid = os.fork()
-                    if pid == 0:
-                        _become_worker(serve_fds, fds, me, (control.fileno(), wake_r, wake_w))
+                    if pid == 0:  # the worker keeps its own three fds, none of the forker's or other workers'
+                        others = [fd for later in received for fd in later]
+                        _become_worker(serve_fds, fds, me, [control.fileno(), wake_r, wake_w] + others)
                     for fd in fds:
                         os.close(fd)
                     children[pid] = ident
