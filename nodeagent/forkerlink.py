@@ -45,8 +45,8 @@ class ForkerLink:
         self._ids = itertools.count(1)
         self._unread = b""
         self._gone = False
-        self.pids: Dict[int, int] = {}
-        self.exits: Dict[int, int] = {}
+        self._pids: Dict[int, int] = {}
+        self._exits: Dict[int, int] = {}
 
     def alive(self) -> bool:
         """Whether the forker can still fork: running, its socket open."""
@@ -77,11 +77,11 @@ class ForkerLink:
     def exitcode(self, ident: int, wait: float = 0.0) -> Optional[int]:
         """That worker's exit code once the forker reaped it, waiting up to `wait` seconds for the word; None
         while it runs, or if the forker went before saying."""
-        return self._told(self.exits, ident, wait)
+        return self._told(self._exits, ident, wait)
 
     def pid(self, ident: int) -> Optional[int]:
         """That worker's pid, waiting for the forker to say it (a few ms once it runs); None if it went first."""
-        return self._told(self.pids, ident, PID_WAIT_S)
+        return self._told(self._pids, ident, PID_WAIT_S)
 
     def _told(self, table: Dict[int, int], ident: int, wait: float) -> Optional[int]:
         deadline = time.monotonic() + wait
@@ -94,8 +94,8 @@ class ForkerLink:
     def forget(self, ident: int) -> None:
         """Drop what is known of a worker the pool is done with."""
         with self._lock:
-            self.pids.pop(ident, None)
-            self.exits.pop(ident, None)
+            self._pids.pop(ident, None)
+            self._exits.pop(ident, None)
 
     def close(self) -> None:
         """Close the socket: the forker kills the workers it has left and exits."""
@@ -109,7 +109,7 @@ class ForkerLink:
 
     def _read(self, timeout: float) -> bool:
         """Take in what the forker sent within `timeout` seconds (under the lock); False if nothing came."""
-        if not select.select([self._sock], [], [], timeout)[0]:
+        if not _readable(self._sock.fileno(), timeout):
             return False
         try:
             data = self._sock.recv(65536)
@@ -121,8 +121,16 @@ class ForkerLink:
         *lines, self._unread = (self._unread + data).split(b"\n")
         for line in lines:
             verb, ident, number = line.split()
-            (self.pids if verb == b"pid" else self.exits)[int(ident)] = int(number)
+            (self._pids if verb == b"pid" else self._exits)[int(ident)] = int(number)
         return True
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has data or its end within `timeout` seconds (poll, not select: an agent of many workers
+    may hold fds past select's 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class ForkedWorker:
@@ -144,7 +152,7 @@ class ForkedWorker:
         return self._link.exitcode(self._ident)
 
     def is_alive(self) -> bool:
-        return not select.select([self.sentinel], [], [], 0)[0]
+        return not _readable(self.sentinel, 0.0)
 
     def kill(self) -> None:
         self._link.kill(self._ident)
