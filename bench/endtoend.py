@@ -128,17 +128,21 @@ def ssh_inventory(work: Path, stack: contextlib.ExitStack) -> Path:
     return inventory
 
 
-def write_cases(work: Path, steps: int, trivial: int) -> Dict[str, Tuple[Path, str]]:
-    """Each case's job file and the Pool script's (function, items, chunksize), for chunks of `steps`."""
-    return {
-        "tasks": (job_file(work, "tasks", "burn:spin", f"items = {[steps] * 120}", "1"),
-                  f"(spin, [{steps}] * 120, 1)"),
-        "defaults": (job_file(work, "defaults", "burn:spin", f"items = {[steps] * 120}", '"auto"'),
-                     f"(spin, [{steps}] * 120, None)"),
-        "two": (job_file(work, "two", "burn:square", "items = [3, 4]", "1"), "(square, [3, 4], None)"),
-        "trivial": (job_file(work, "trivial", "burn:square", f"range = [0, {trivial}]", '"auto"'),
-                    f"(square, range({trivial}), None)"),
-    }
+CASES = ("tasks", "defaults", "two", "trivial", "ssh")
+
+
+def write_case(work: Path, case: str, steps: int, trivial: int) -> Tuple[Path, str]:
+    """`case`'s job file and the Pool script's (function, items, chunksize), for chunks of `steps`."""
+    if case in ("tasks", "ssh"):
+        return (job_file(work, case, "burn:spin", f"items = {[steps] * 120}", "1"),
+                f"(spin, [{steps}] * 120, 1)")
+    if case == "defaults":
+        return (job_file(work, case, "burn:spin", f"items = {[steps] * 120}", '"auto"'),
+                f"(spin, [{steps}] * 120, None)")
+    if case == "two":
+        return job_file(work, case, "burn:square", "items = [3, 4]", "1"), "(square, [3, 4], None)"
+    return (job_file(work, case, "burn:square", f"range = [0, {trivial}]", '"auto"'),
+            f"(square, range({trivial}), None)")
 
 
 def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
@@ -148,8 +152,7 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-endtoend-"))
     inventory = work / "inventory.toml"
     inventory.write_text(f'[[node]]\nname = "local"\ntransport = "local"\nworkers = {WORKERS}\n')
-    known = list(write_cases(work, steps_for(50), args.trivial)) + ["ssh"]
-    chosen = [c for c in args.cases.split(",") if c in known]
+    chosen = [c for c in args.cases.split(",") if c in CASES]
     inventories = {case: ssh_inventory(work, stack) if case == "ssh" else inventory for case in chosen}
     figures: Dict[str, Dict[str, list]] = {c: {"pool": [], "console": [], "pool_mem": [], "console_mem": [],
                                                "first": [], "chunk": []} for c in chosen}
@@ -157,7 +160,7 @@ def run_cases(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     def argvs(case: str, steps: int) -> Tuple[List[str], List[str], Path]:
         """(Pool's command, the console's, the console's results file) for chunks of `steps` now."""
-        job, work_expr = write_cases(work, steps, args.trivial)["tasks" if case == "ssh" else case]
+        job, work_expr = write_case(work, case, steps, args.trivial)
         script = work / f"pool_{case}.py"
         script.write_text(POOL.format(here=str(HERE), work=work_expr, workers=WORKERS))
         return ([sys.executable, str(script)],
