@@ -23,18 +23,19 @@ import time
 import traceback
 from typing import Any, List, Optional
 
+from nodeagent.forkerlink import ForkerLink
 from nodeagent.pool import ChunkPool
 from nodeagent.stdio import log, take_stdio
 
 
-def warm_pool(argv: List[str]) -> Optional[ChunkPool]:
+def warm_pool(argv: List[str], forker: Optional[ForkerLink]) -> Optional[ChunkPool]:
     """The pool `--pool N` asks for, started now; None without it."""
     if "--pool" not in argv[:-1]:
         return None
     workers = int(argv[argv.index("--pool") + 1])
     if workers < 1:
         return None
-    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace))
+    return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace), forker=forker)
 
 
 def _pool_failed(trace: str) -> None:
@@ -119,7 +120,8 @@ def main() -> None:
         print(json.dumps(wheel_tags()))
         return
     fds = take_stdio()
-    pool = warm_pool(sys.argv)
+    forker = ForkerLink() if os.name == "posix" else None  # one for the agent's life: every pool forks from it
+    pool = warm_pool(sys.argv, forker)
     from rpyc.core.channel import Channel
     from rpyc.utils.factory import connect_channel
 
@@ -127,7 +129,8 @@ def main() -> None:
     from nodeagent.stream import stream_for
 
     stream = stream_for(*fds)
-    service = AgentService(force_fallback_metrics=os.environ.get("NODEAGENT_NO_PSUTIL") == "1", warm_pool=pool)
+    service = AgentService(force_fallback_metrics=os.environ.get("NODEAGENT_NO_PSUTIL") == "1", warm_pool=pool,
+                           forker=forker)
     conn = connect_channel(  # uncompressed: zlib on a chunk's values costs more of the node's CPU than it saves
         Channel(stream, compress=False),  # on a LAN (30 ms for 1.6 MB here, which a gigabit link sends in 13 ms)
         service=service,

@@ -1,8 +1,9 @@
-"""The forker: a fresh interpreter that forks a POSIX agent's pool workers, so the pool pays one start.
+"""The forker: a fresh interpreter that forks a POSIX agent's workers, so the agent pays one start.
 
 A pool's workers were each a fresh interpreter (its start, `site` and the worker's imports: 50 to 150 ms of CPU
-on a small machine, a second or more on a Pi, once a worker). The pool now starts one such interpreter, this
-loop, and every worker is a fork of it: started in a few milliseconds, sharing the interpreter's pages. The
+on a small machine, a second or more on a Pi, once a worker). The agent now starts one such interpreter, this
+loop, as it starts (a pool outside an agent starts its own), and every worker of every pool is a fork of it:
+started in a few milliseconds, sharing the interpreter's pages. The
 forker is single-threaded and holds nothing of the agent's (no protocol fd, no thread, no lock), so a fork of
 it is as clean as a fresh interpreter; the agent itself never forks once it has threads
 (nodeagent/forkerlink.py is its side).

@@ -2,7 +2,7 @@
 
 `ForkerLink.spawn` does not wait for the forker: it sends the worker's pipe ends and returns a
 `ForkedWorker` at once (the pool may write the worker's first tasks into its pipe before the worker
-exists), so a pool's start costs the agent one `Popen`, while the forker's interpreter comes up beside the
+exists), so starting the forker costs the agent one `Popen`, while the forker's interpreter comes up beside the
 agent's own imports. The worker's sentinel is a pipe whose only write end the worker holds: it is ready once
 the worker is gone, however it went, and even if the forker never got to fork it.
 """

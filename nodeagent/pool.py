@@ -109,16 +109,20 @@ class ChunkPool:
     """A fixed number of worker processes fed from one queue of tasks."""
 
     def __init__(self, workers: int, start_method: Optional[str] = None,
-                 on_failure: Optional[Callable[[str], None]] = None) -> None:
+                 on_failure: Optional[Callable[[str], None]] = None, forker: Optional[ForkerLink] = None) -> None:
         """`on_failure(traceback)` is called if the manager thread itself fails (a bug of ours):
         the agent exits on it, so the console sees a lost node instead of chunks that never end.
 
         `start_method` names a multiprocessing start method to start the workers with instead of the
-        agent's own way (forked by the pool's forker on POSIX, multiprocessing's spawn on Windows)."""
+        agent's own way (forked by the pool's forker on POSIX, multiprocessing's spawn on Windows).
+
+        `forker`: the agent's, shared by its pools (a job's pool then starts in milliseconds); without one the
+        pool starts its own, and closes it with itself."""
         self.size = workers
         self._on_failure = on_failure
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
-        self._forker: Optional[ForkerLink] = ForkerLink() if start_method is None and not WINDOWS else None
+        self._owns_forker = forker is None
+        self._forker = forker or (ForkerLink() if start_method is None and not WINDOWS else None)
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
@@ -209,7 +213,7 @@ class ChunkPool:
         self._closed = True
         self._wake()
         self._thread.join(5)
-        if self._forker is not None:
+        if self._forker is not None and self._owns_forker:
             self._forker.close()  # it kills the workers it forked
         for worker in self._workers:
             self._stop_worker(worker)
@@ -228,8 +232,9 @@ class ChunkPool:
         reply_r, reply_w = self._ctx.Pipe(duplex=False)
         if self._forker is not None:
             if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
-                self._forker.close()
-                self._forker = ForkerLink()
+                if self._owns_forker:
+                    self._forker.close()
+                self._forker, self._owns_forker = ForkerLink(), True
             process: Any = self._forker.spawn(task_r.fileno(), reply_w.fileno())
         else:
             process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)

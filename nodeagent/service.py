@@ -21,6 +21,7 @@ import rpyc
 
 from nodeagent.cache import cache_dir, content_hash, mark_used
 from nodeagent.metrics import Sampler
+from nodeagent.forkerlink import ForkerLink
 from nodeagent.pool import ChunkPool, Task, default_start_method
 from nodeagent.stdio import log
 from nodeagent.wheels import missing, store_part, wheel_dir, wheel_tags
@@ -82,12 +83,15 @@ def describe_node(sampler: Sampler) -> NodeInfo:
 class AgentService(rpyc.Service):
     """What the console may call on the node (no classic mode, nothing else)."""
 
-    def __init__(self, force_fallback_metrics: bool = False, warm_pool: Optional[ChunkPool] = None) -> None:
+    def __init__(self, force_fallback_metrics: bool = False, warm_pool: Optional[ChunkPool] = None,
+                 forker: Optional[ForkerLink] = None) -> None:
+        """`forker`: the agent's, which every pool of its jobs forks its workers from (None: each starts one)."""
         self._sampler = Sampler(force_fallback=force_fallback_metrics)
         self._sampler_lock = threading.Lock()
         self._pool: Optional[ChunkPool] = None
         self._warm: Optional[ChunkPool] = warm_pool
         """Workers started with the agent, for its first job (fresh: no job's code imported yet)."""
+        self._forker = forker
         self._job: Optional[JobSettings] = None
         self._jobs = 0
         """Jobs started so far."""
@@ -122,7 +126,7 @@ class AgentService(rpyc.Service):
 
         if not wanted():
             return
-        pool: Optional[ChunkPool] = ChunkPool(workers, on_failure=pool_failed)
+        pool: Optional[ChunkPool] = ChunkPool(workers, on_failure=pool_failed, forker=self._forker)
         with self._lock:
             if wanted():
                 self._warm, pool = pool, None
@@ -159,7 +163,7 @@ class AgentService(rpyc.Service):
         else:
             if warm is not None:
                 warm.close()
-            pool = ChunkPool(workers, on_failure=pool_failed)
+            pool = ChunkPool(workers, on_failure=pool_failed, forker=self._forker)
         with self._lock:
             self._job, self._paths, self._pool = settings, paths, pool
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))

@@ -123,14 +123,18 @@ def test_a_warm_agent_starts_its_workers_at_once_and_its_first_job_takes_them():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
 def test_the_workers_of_a_sigkilled_agent_go_with_it_even_mid_chunk(tmp_path, monkeypatch):
-    """An agent's workers are interpreters of their own: when the agent is SIGKILLed while one runs a chunk
-    that would take an hour, the kernel kills them too, so no worker is left working for nobody."""
+    """An agent's workers are processes of their own, forked by its forker: when the agent is SIGKILLed while
+    one runs a chunk that would take an hour, the kernel kills the forker and them too, so no worker is left
+    working for nobody."""
     monkeypatch.setenv("FAULT_DIR", str(tmp_path))
     agent = start_local_agent(sys.executable, lambda line: None, pool=2)
     try:
         pid = agent.hello()["pid"]
         assert agent.start_job(SLOW_SQUARES._replace(fn="faulty:hang_once_on_7")) == 2
+        assert _wait(lambda: len(pool_workers(pid)) == 2), "the workers did not start"
         workers = [psutil.Process(worker) for worker in pool_workers(pid)]
+        [forker] = [child for child in psutil.Process(pid).children() if "nodeagent.forker" in child.cmdline()[-1]]
+        workers.append(forker)
         assert agent.exchange([ChunkItems(0, 1, pickle.dumps([7]))], 0).busy <= 1
         assert _wait(lambda: agent.exchange([], 0.2).busy == 1), "the hanging chunk did not start"
         os.kill(pid, signal.SIGKILL)
@@ -141,8 +145,9 @@ def test_the_workers_of_a_sigkilled_agent_go_with_it_even_mid_chunk(tmp_path, mo
 
 
 def test_an_ended_jobs_workers_make_way_for_fresh_ones_the_next_job_runs_on():
-    """end_job: the job's workers exit and, a moment later, fresh ones start (spawned, no job's code in them);
-    the next job of that size runs on them instead of starting its own."""
+    """end_job: the job's workers exit and, a moment later, fresh ones start (forked by the agent's one forker,
+    no job's code in them); the next job of that size runs on them instead of starting its own, and a job of
+    another size gets a pool forked by the same forker."""
     agent = start_local_agent(sys.executable, lambda line: None, pool=2)
     try:
         pid = agent.hello()["pid"]
@@ -159,6 +164,12 @@ def test_an_ended_jobs_workers_make_way_for_fresh_ones_the_next_job_runs_on():
         outcomes = []
         assert _wait(lambda: outcomes.extend(agent.exchange([], 0.5).outcomes) or outcomes)
         assert [(o.chunk, pickle.loads(o.value)) for o in outcomes] == [(1, [16])]
+        forkers = {child.pid for child in psutil.Process(pid).children() if "nodeagent.forker" in child.cmdline()[-1]}
+        assert len(forkers) == 1 and {psutil.Process(w).ppid() for w in fresh} == forkers
+        agent.end_job()
+        assert agent.start_job(SLOW_SQUARES._replace(workers=1)) == 1
+        assert _wait(lambda: len(pool_workers(pid)) == 1 and not fresh & pool_workers(pid)), "no pool of one"
+        assert {psutil.Process(w).ppid() for w in pool_workers(pid)} == forkers
     finally:
         agent.close()
 
