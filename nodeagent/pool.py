@@ -68,7 +68,7 @@ holds 64 KB on Linux, multiprocessing's Windows pipes 8 KB)."""
 
 
 class _Worker:
-    __slots__ = ("slot", "process", "inbox", "conn", "tasks", "sizes", "started", "last_s")
+    __slots__ = ("slot", "process", "inbox", "conn", "tasks", "sizes", "started", "last_s", "stopped")
 
     def __init__(self, slot: int, process: Any, inbox: Any, conn: Any) -> None:
         self.slot = slot
@@ -86,6 +86,8 @@ class _Worker:
         """When the first of `tasks` started (as the agent saw it)."""
         self.last_s: Optional[float] = None
         """How long its last chunk ran."""
+        self.stopped = False
+        """Its process killed and its fds closed, once (`close` may meet the manager thread replacing it)."""
 
     @property
     def task(self) -> Optional[Task]:
@@ -215,6 +217,9 @@ class ChunkPool:
         self._thread.join(5)
         if self._forker is not None and self._owns_forker:
             self._forker.close()  # it kills the workers it forked
+        for worker in self._workers:  # all at once, then each waited for
+            if worker.process.is_alive():
+                worker.process.kill()
         for worker in self._workers:
             self._stop_worker(worker)
 
@@ -243,8 +248,11 @@ class ChunkPool:
         reply_w.close()
         return _Worker(slot, process, task_w, reply_r)
 
-    @staticmethod
-    def _stop_worker(worker: _Worker) -> None:
+    def _stop_worker(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker.stopped:
+                return
+            worker.stopped = True
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(2)

@@ -333,3 +333,15 @@ def test_a_fresh_workers_pipe_ends_frame_messages_as_multiprocessing_does():
     for fd in (task_r, reply_w):
         os.close(fd)
     agent_in.close()
+
+
+def test_a_worker_is_stopped_once_whoever_gets_there_first(pool):
+    """`close` may meet the manager thread replacing the same worker: its second stop does nothing (closing its
+    fds again would raise, or close files that have taken their numbers since)."""
+    pool.submit([task(0)])
+    assert drain(pool, 1)[0].status == "ok"
+    worker = pool._workers[0]
+    pid = worker.process.pid
+    pool._stop_worker(worker)
+    pool._stop_worker(worker)
+    assert worker.stopped and wait_for(lambda: _gone(pid), 10)
