@@ -41,7 +41,10 @@ class ForkerLink:
         finally:
             theirs.close()
         self._sock = ours
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        """Held to send, and to look at what the forker said; not while a thread waits on the socket."""
+        self._reading = False
+        """A thread is waiting on the socket: others wait on the condition for what it reads."""
         self._ids = itertools.count(1)
         self._unread = b""
         self._gone = False
@@ -87,7 +90,23 @@ class ForkerLink:
         deadline = time.monotonic() + wait
         with self._lock:
             while ident not in table and not self._gone:
-                if not self._read(max(deadline - time.monotonic(), 0.0)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._reading:
+                    self._lock.wait(left)
+                    continue
+                self._reading = True
+                self._lock.release()  # a kill or a spawn on another thread must not wait for this
+                try:
+                    data = self._receive(left)
+                finally:
+                    self._lock.acquire()
+                    self._reading = False
+                if data is not None:
+                    self._take(data)
+                self._lock.notify_all()  # what came, or that nobody waits on the socket now
+                if data is None:
                     break
             return table.get(ident)
 
@@ -107,22 +126,24 @@ class ForkerLink:
             self._popen.kill()
             self._popen.wait()
 
-    def _read(self, timeout: float) -> bool:
-        """Take in what the forker sent within `timeout` seconds (under the lock); False if nothing came."""
+    def _receive(self, timeout: float) -> Optional[bytes]:
+        """What the forker sent within `timeout` seconds, b"" once it is gone; None if nothing came."""
         if not _readable(self._sock.fileno(), timeout):
-            return False
+            return None
         try:
-            data = self._sock.recv(65536)
+            return self._sock.recv(65536)
         except OSError:
-            data = b""
+            return b""
+
+    def _take(self, data: bytes) -> None:
+        """Keep what `data` says (under the lock); its end once the forker is gone."""
         if not data:
             self._gone = True
-            return False
+            return
         *lines, self._unread = (self._unread + data).split(b"\n")
         for line in lines:
             verb, ident, number = line.split()
             (self._pids if verb == b"pid" else self._exits)[int(ident)] = int(number)
-        return True
 
 
 def _readable(fd: int, timeout: float) -> bool:

@@ -7,6 +7,7 @@ of every chunk. Loops that wait are bounded in time.
 import os
 import pickle
 import signal
+import threading
 import time
 
 import pytest
@@ -345,3 +346,25 @@ def test_a_worker_is_stopped_once_whoever_gets_there_first(pool):
     pool._stop_worker(worker)
     pool._stop_worker(worker)
     assert worker.stopped and wait_for(lambda: _gone(pid), 10)
+
+
+def test_one_thread_waiting_on_the_forker_holds_up_no_other(tmp_path, monkeypatch):
+    """A thread waiting for one worker's end (its join) leaves the forker's link free: another thread kills a
+    second worker and learns its exit code while the first still waits; the first returns once its own ends."""
+    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
+    pool = ChunkPool(2)
+    try:
+        pool.submit([task(0), task(1)])
+        assert {o.status for o in drain(pool, 2).values()} == {"ok"}
+        first, second = (w.process for w in pool._workers)
+        waiting = threading.Thread(target=first.join, args=(60,))
+        waiting.start()
+        assert wait_for(lambda: pool._forker._reading, 10)
+        second.kill()
+        second.join(30)
+        assert second.exitcode == -signal.SIGKILL and waiting.is_alive()
+        first.kill()
+        waiting.join(30)
+        assert not waiting.is_alive() and first.exitcode == -signal.SIGKILL
+    finally:
+        pool.close()
