@@ -87,6 +87,7 @@ class ForkerLink:
         return self._told(self._pids, ident, PID_WAIT_S)
 
     def _told(self, table: Dict[int, int], ident: int, wait: float) -> Optional[int]:
+        """What the forker said of worker `ident` in `table`, waiting up to `wait` seconds for it."""
         deadline = time.monotonic() + wait
         with self._lock:
             while ident not in table and not self._gone:
