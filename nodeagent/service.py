@@ -126,7 +126,7 @@ class AgentService(rpyc.Service):
 
         if not wanted():
             return
-        pool: Optional[ChunkPool] = ChunkPool(workers, on_failure=pool_failed, forker=self._forker)
+        pool: Optional[ChunkPool] = ChunkPool(workers, on_failure=pool_failed, forker=self._live_forker())
         with self._lock:
             if wanted():
                 self._warm, pool = pool, None
@@ -134,6 +134,14 @@ class AgentService(rpyc.Service):
             pool.close()
         else:
             log("%d fresh workers started for the next job" % workers)
+
+    def _live_forker(self) -> Optional[ForkerLink]:
+        """The agent's forker for a new pool; a new one in its place if it was killed (its workers went with it)."""
+        with self._lock:
+            if self._forker is not None and not self._forker.alive():
+                self._forker.close()
+                self._forker = ForkerLink()
+            return self._forker
 
     def exposed_hello(self, console_protocol: int, silence_exit_s: float = 60.0) -> bytes:
         """Describe the node; the console refuses the agent when protocols differ."""
@@ -163,7 +171,7 @@ class AgentService(rpyc.Service):
         else:
             if warm is not None:
                 warm.close()
-            pool = ChunkPool(workers, on_failure=pool_failed, forker=self._forker)
+            pool = ChunkPool(workers, on_failure=pool_failed, forker=self._live_forker())
         with self._lock:
             self._job, self._paths, self._pool = settings, paths, pool
         log("job %r: %d workers, function %s" % (settings.name, workers, settings.fn))

@@ -4,6 +4,7 @@ No socket anywhere, nothing printed reaches the protocol, the agent exits with
 its stdin, and a SIGKILLed agent costs the job nothing but time.
 """
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -460,3 +461,45 @@ def test_the_console_prunes_what_it_keeps_in_its_cache(tmp_path, monkeypatch):
         cluster.close()
     assert sorted(p.name for p in root.iterdir()) == ["dask-code-4567.zip", "jobs", "nodes", "packages"]
     assert [p.name for p in (root / "packages").iterdir()] == ["4567"] and (root / "jobs/old").exists()
+
+
+def _forkers(agent_pid):
+    """The agent's living forkers (a killed one stays a zombie until the agent looks at it)."""
+    found = []
+    for child in psutil.Process(agent_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "nodeagent.forker" in child.cmdline()[-1]:
+                found.append(child)
+    return found
+
+
+def _one_chunk(agent, chunk):
+    agent.exchange([ChunkItems(chunk, 1, pickle.dumps([3]))], 0)
+    outcomes = []
+    assert _wait(lambda: outcomes.extend(agent.exchange([], 0.5).outcomes) or outcomes)
+    return [(o.chunk, o.status) for o in outcomes]
+
+
+def test_a_killed_forker_is_replaced_for_the_agents_next_pools():
+    """The agent's forker is SIGKILLed between chunks: the next job's pool is forked by a new forker the agent
+    keeps, and the job after that by the same one."""
+    agent = start_local_agent(sys.executable, lambda line: None, pool=2)
+    try:
+        pid = agent.hello()["pid"]
+        assert agent.start_job(SLOW_SQUARES) == 2
+        assert _one_chunk(agent, 0) == [(0, "ok")]
+        [killed] = _forkers(pid)
+        killed.kill()
+        assert _wait(lambda: not _forkers(pid)), "the forker outlived SIGKILL"
+        agent.end_job()
+        assert agent.start_job(SLOW_SQUARES._replace(workers=1)) == 1
+        assert _one_chunk(agent, 1) == [(1, "ok")]
+        assert _wait(lambda: len(_forkers(pid)) == 1), "no new forker"
+        [new] = _forkers(pid)
+        assert new.pid != killed.pid and {psutil.Process(w).ppid() for w in pool_workers(pid)} == {new.pid}
+        agent.end_job()
+        assert agent.start_job(SLOW_SQUARES._replace(workers=3)) == 3
+        assert _one_chunk(agent, 2) == [(2, "ok")]
+        assert [f.pid for f in _forkers(pid)] == [new.pid]
+    finally:
+        agent.close()
