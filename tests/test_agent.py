@@ -65,7 +65,7 @@ def test_agent_and_its_workers_open_no_socket_anyone_could_reach(link):
         sockets = proc.net_connections(kind="all")
         assert all(s.family == socket.AF_UNIX and not s.laddr and not s.raddr for s in sockets), proc.cmdline()
     agent = psutil.Process(info["pid"])
-    [forker] = [child for child in agent.children() if "nodeagent.forker" in " ".join(child.cmdline())]
+    [forker] = _forkers(info["pid"])
     assert len(agent.net_connections(kind="all")) == 1 and len(forker.net_connections(kind="all")) == 1
     assert len(forker.children()) == 2 and all(w.net_connections(kind="all") == [] for w in forker.children())
 
@@ -134,7 +134,7 @@ def test_the_workers_of_a_sigkilled_agent_go_with_it_even_mid_chunk(tmp_path, mo
         assert agent.start_job(SLOW_SQUARES._replace(fn="faulty:hang_once_on_7")) == 2
         assert _wait(lambda: len(pool_workers(pid)) == 2), "the workers did not start"
         workers = [psutil.Process(worker) for worker in pool_workers(pid)]
-        [forker] = [child for child in psutil.Process(pid).children() if "nodeagent.forker" in child.cmdline()[-1]]
+        [forker] = _forkers(pid)
         workers.append(forker)
         assert agent.exchange([ChunkItems(0, 1, pickle.dumps([7]))], 0).busy <= 1
         assert _wait(lambda: agent.exchange([], 0.2).busy == 1), "the hanging chunk did not start"
@@ -165,7 +165,7 @@ def test_an_ended_jobs_workers_make_way_for_fresh_ones_the_next_job_runs_on():
         outcomes = []
         assert _wait(lambda: outcomes.extend(agent.exchange([], 0.5).outcomes) or outcomes)
         assert [(o.chunk, pickle.loads(o.value)) for o in outcomes] == [(1, [16])]
-        forkers = {child.pid for child in psutil.Process(pid).children() if "nodeagent.forker" in child.cmdline()[-1]}
+        forkers = {forker.pid for forker in _forkers(pid)}
         assert len(forkers) == 1 and {psutil.Process(w).ppid() for w in fresh} == forkers
         agent.end_job()
         assert agent.start_job(SLOW_SQUARES._replace(workers=1)) == 1
