@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # typing costs the forker's start (on every node, before its 
 __all__ = ["serve"]
 
 FDS_PER_SPAWN = 3
+FORKER_NAME = b"agent-forker"
+WORKER_NAME = b"agent-worker"
+"""The forker's and its workers' process names on Linux (`ps`, `top`, where their command line is the
+forker's `python -c ...`)."""
 
 
 def serve(control_fd: int, agent_pid: int) -> None:
@@ -39,6 +43,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
     from nodeagent.worker import die_with_parent, serve_fds  # imported once, here: every worker has it then
 
     die_with_parent(agent_pid)
+    _name(FORKER_NAME)
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
@@ -98,6 +103,12 @@ def _end(children: Dict[int, str]) -> None:
     os._exit(0)
 
 
+def _name(name: bytes) -> None:
+    if sys.platform.startswith("linux"):
+        with open("/proc/self/comm", "wb") as comm:
+            comm.write(name)
+
+
 def _drain(fd: int) -> bool:
     try:
         return bool(os.read(fd, 4096))
@@ -114,6 +125,7 @@ def _become_worker(serve_fds: Callable[[int, int, int], None], fds: Sequence[int
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in forkers_own:
             os.close(fd)
+        _name(WORKER_NAME)
         serve_fds(fds[0], fds[1], forker_pid)
         code = 0
     finally:

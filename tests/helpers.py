@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from console.localagent import FORKED_NAME
+from nodeagent.forker import FORKER_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
@@ -86,12 +87,17 @@ def pool_workers(agent_pid: int) -> set:
     for child in psutil.Process(agent_pid).children(recursive=True):
         try:
             command = " ".join(child.cmdline())
-            forker = "nodeagent.forker" in command and child.ppid() == agent_pid  # its forks have its command line
+            forker = child.ppid() == agent_pid and is_forker(child)
             if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in command and not forker:
                 workers.add(child.pid)
         except psutil.Error:  # gone meanwhile
             pass
     return workers
+
+
+def is_forker(proc: psutil.Process) -> bool:
+    """Whether a process is a pool's forker (nodeagent/forker.py)."""
+    return proc.name() == FORKER_NAME.decode()
 
 
 def is_agent(proc: psutil.Process) -> bool:

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from helpers import FAULTY, wait_for
+from nodeagent.forkerlink import ForkerLink
 from nodeagent.pool import ChunkPool, Task
 
 PATHS = (str(FAULTY.parent),)
@@ -348,18 +349,26 @@ def test_a_worker_is_stopped_once_whoever_gets_there_first(pool):
     assert worker.stopped and wait_for(lambda: _gone(pid), 10)
 
 
-def test_one_thread_waiting_on_the_forker_holds_up_no_other(tmp_path, monkeypatch):
+def test_one_thread_waiting_on_the_forker_holds_up_no_other():
     """A thread waiting for one worker's end (its join) leaves the forker's link free: another thread kills a
-    second worker and learns its exit code while the first still waits; the first returns once its own ends."""
-    monkeypatch.setenv("FAULT_DIR", str(tmp_path))
-    pool = ChunkPool(2)
+    second worker and learns its exit code while the first still waits; the first returns once its own ends.
+    (The link alone: a pool's manager would replace the killed workers and forget their exit codes.)"""
+    link = ForkerLink()
+    ours = []
     try:
-        pool.submit([task(0), task(1)])
-        assert {o.status for o in drain(pool, 2).values()} == {"ok"}
-        first, second = (w.process for w in pool._workers)
+        workers = []
+        for _ in range(2):  # idle workers: nothing is ever written to their task pipes
+            task_r, task_w = os.pipe()
+            reply_r, reply_w = os.pipe()
+            workers.append(link.spawn(task_r, reply_w))
+            os.close(task_r)
+            os.close(reply_w)
+            ours += [task_w, reply_r]
+        first, second = workers
+        assert first.pid and second.pid
         waiting = threading.Thread(target=first.join, args=(60,))
         waiting.start()
-        assert wait_for(lambda: pool._forker._reading, 10)
+        assert wait_for(lambda: link._reading, 10)
         second.kill()
         second.join(30)
         assert second.exitcode == -signal.SIGKILL and waiting.is_alive()
@@ -367,4 +376,6 @@ def test_one_thread_waiting_on_the_forker_holds_up_no_other(tmp_path, monkeypatc
         waiting.join(30)
         assert not waiting.is_alive() and first.exitcode == -signal.SIGKILL
     finally:
-        pool.close()
+        link.close()
+        for fd in ours:
+            os.close(fd)

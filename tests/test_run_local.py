@@ -161,10 +161,13 @@ def probe(x):
     forker = os.getppid()
     agent = parent(forker)
     fds = {{os.readlink("/proc/%d/fd/%s" % (agent, fd)).split(":")[0] for fd in os.listdir("/proc/%d/fd" % agent)}}
-    with open("/proc/%d/comm" % agent) as comm, open("/proc/%d/cmdline" % forker) as forker_command:
-        return {{"agent": comm.read().strip(), "agent_parent": parent(agent), "agent_fds": sorted(fds),
-                "forker": "nodeagent.forker" in forker_command.read(),
-                "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
+    def name(pid):
+        with open("/proc/%d/comm" % pid) as comm:
+            return comm.read().strip()
+
+    return {{"agent": name(agent), "agent_parent": parent(agent), "agent_fds": sorted(fds), "forker": name(forker),
+            "worker": name(os.getpid()),
+            "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
 """
 
 
@@ -172,7 +175,7 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     """On Linux `console run` forks its local agent (an interpreter already up, site read): a child of the
     console named console-agent, holding pipes, /dev/null and the socketpair to its pool's forker only, none of
     the console's files. The worker that replaces one the job's os._exit killed is forked by the forker (a
-    fresh interpreter, not the agent) and imports no console module."""
+    fresh interpreter named agent-forker, not the agent), is named agent-worker and imports no console module."""
     (tmp_path / "probe.py").write_text(PROBE.format(mark=str(tmp_path / "exited")))
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
@@ -184,7 +187,8 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     doc = json.loads(stdout.splitlines()[-1])
     [retried] = doc["result"]
     assert retried == {"agent": "console-agent", "agent_parent": console.pid,
-                       "agent_fds": ["/dev/null", "pipe", "socket"], "forker": True, "console_modules": []}
+                       "agent_fds": ["/dev/null", "pipe", "socket"], "forker": "agent-forker", "worker": "agent-worker",
+                       "console_modules": []}
     assert doc["retried_attempts"] == 1
 
 
