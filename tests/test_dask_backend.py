@@ -165,6 +165,8 @@ def test_resume_on_dask_from_a_journal_the_agents_wrote(dask_cluster, tmp_path):
 
 
 def test_an_unreachable_scheduler_is_one_sentence(tmp_path):
+    """Nothing listens at the address: the refused connection is the sentence (not Client's retries until its
+    timeout), exit status 3."""
     pytest.importorskip("distributed", reason="the Dask tests need the [dask] extra")
     job = write_job(tmp_path, function="faulty:square", items=range(4), chunk_size=2)
     proc = run_console("run", str(job), "--engine", "dask://127.0.0.1:9", env=wide(), timeout=90)

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import io
 import pickle
+import socket
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 import zipfile
 from collections import deque
@@ -54,6 +56,20 @@ CONNECT_TIMEOUT_S = 10.0
 POLL_S = 0.05
 """The longest the backend's loop sleeps; a finished task or a new instruction wakes it at once."""
 INFO_EVERY_S = 1.0
+
+
+def _refuses(address: str) -> None:
+    """Raise ConnectionRefusedError at once when nothing listens at a tcp:// address: Client would retry a
+    refused connection until its timeout, so a wrong port took CONNECT_TIMEOUT_S to say so."""
+    parts = urllib.parse.urlsplit(address)
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_TIMEOUT_S).close()
+    except ConnectionRefusedError:
+        raise
+    except OSError:  # unreachable or slow to answer: Client says so, in its own time
+        pass
 
 
 def _code_zip() -> Path:
@@ -214,6 +230,7 @@ class DaskBackend:
                           "(or pip install \"dask[distributed]\").")
             raise
         try:
+            _refuses(self.address)
             client = Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             self.error = (f"dask ({self.address}): cannot reach the scheduler ({exc}); start one with "
