@@ -18,16 +18,17 @@ PR_SET_PDEATHSIG does).
 
 from __future__ import annotations
 
+import _socket
+import array
 import os
 import select
 import signal
-import socket
 import sys
 from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs the forker's start (on every node, before its first worker) 5 to 10 ms of CPU
-    from typing import Callable, Deque, Dict, List, Sequence
+    from typing import Callable, Deque, Dict, List, Sequence, Tuple
 
 __all__ = ["serve"]
 
@@ -44,7 +45,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
 
     die_with_parent(agent_pid)
     _name(FORKER_NAME)
-    control = socket.socket(fileno=control_fd)
+    control = _socket.socket(fileno=control_fd)  # not socket.py: its enums and selectors were ~9 ms of the start
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
@@ -66,7 +67,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
                 answers.append("exit %s %d\n" % (children.pop(pid), os.waitstatus_to_exitcode(status)))
         if control in ready:
             try:
-                data, fds, _, _ = socket.recv_fds(control, 65536, 16 * FDS_PER_SPAWN)
+                data, fds = _receive(control)
             except OSError:
                 data, fds = b"", []
             if not data:
@@ -94,6 +95,16 @@ def serve(control_fd: int, agent_pid: int) -> None:
                 control.sendall("".join(answers).encode())
             except OSError:
                 _end(children)
+
+
+def _receive(control: _socket.socket) -> Tuple[bytes, List[int]]:
+    """What the agent sent, and the fds that came with it (socket.recv_fds, without importing socket)."""
+    fds = array.array("i")
+    data, ancillary, _, _ = control.recvmsg(65536, _socket.CMSG_LEN(16 * FDS_PER_SPAWN * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 def _end(children: Dict[int, str]) -> None:

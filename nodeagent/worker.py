@@ -13,7 +13,6 @@ it. The agent itself never unpickles job data.
 from __future__ import annotations
 
 import importlib
-import numbers
 import os
 import pickle
 import struct
@@ -57,9 +56,17 @@ def _kind(value: Any) -> str:
     return "%s (%s)" % (type(value).__name__, text if len(text) <= 40 else text[:39] + "...")
 
 
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (int, float, complex)):
+        return True
+    import numbers  # numpy's scalars, Fraction and Decimal are Numbers by registration; imported once one comes
+
+    return isinstance(value, numbers.Number)
+
+
 def _check(fn_ref: str, combine: str, value: Any, where: str) -> None:
     """A JobMistake when `value` cannot be folded the way the job file's reduce says."""
-    if combine == "sum" and not isinstance(value, numbers.Number):
+    if combine == "sum" and not _is_number(value):
         raise JobMistake('%s returned a %s for %s, and reduce = "sum" adds numbers: return a number, or use '
                          'reduce = "list" (or "dict" to get {item: value})' % (fn_ref, _kind(value), where))
     if combine == "merge" and not isinstance(value, dict):
