@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
+import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
 import rpyc
 from rpyc.core import consts
 from rpyc.core.channel import Channel

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
 from rpyc.core.stream import Stream
 from rpyc.lib import Timeout
 

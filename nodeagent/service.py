@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
 import rpyc
 
 from nodeagent.cache import cache_dir, content_hash, mark_used

@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Union
 
+import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
 from rpyc.core.stream import PipeStream, Stream
 
 from nodeagent.stdio import take_stdio

@@ -20,9 +20,10 @@ import re
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_LOG_LINE", "shown", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo", "JobSettings", "ChunkItems",
-    "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info", "decode_metrics",
-    "decode_collected", "decode_digests", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail", "describe_error", "decode_error_detail",
+    "PROTOCOL_VERSION", "MAX_LOG_LINE", "shown", "WireError", "ProtocolMismatch", "RefusedType", "NodeInfo",
+    "JobSettings", "ChunkItems", "ChunkOutcome", "Collected", "MetricsSample", "encode", "decode_info",
+    "decode_metrics", "decode_collected", "decode_digests", "ValueDecoder", "PLAIN_TYPES", "ErrorDetail",
+    "describe_error", "decode_error_detail",
 ]
 
 PROTOCOL_VERSION = 5
