@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from console.errors import ConsoleFault, UsageError
 from console.format import answer
@@ -30,8 +30,10 @@ from console.rates import History, RateMeter
 from console.results import reduce_values, write_results
 from console.scheduler import ChunkGivenUp, Journal, Scheduler
 from console.snapshot import JobSnapshot
-from console.packages import PackageResolver
 from nodeagent.wire import JobSettings, ValueDecoder
+
+if TYPE_CHECKING:
+    from console.packages import PackageResolver
 
 __all__ = ["JobRun", "ChunkValue", "ResultSink", "prepare_job", "prepare_stream", "check_not_running"]
 
@@ -285,7 +287,7 @@ def prepare_job(spec: JobSpec, resume: bool, generation: int, prefetch: int,
     settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, job_files(spec), spec.timeout, None)
     run = JobRun(spec, scheduler, JournalWriter(path, spec.fingerprint(), resume), settings, decoder,
                  time.monotonic(), generation, custom, resumed=len(entries),
-                 packages=PackageResolver(spec.requires, packages) if spec.requires else None)
+                 packages=_resolver(spec, packages))
     for entry in entries:
         run.values[entry.start] = entry.value
     return run
@@ -297,12 +299,22 @@ def prepare_stream(spec: JobSpec, generation: int, prefetch: int, sink: ResultSi
     scheduler = Scheduler(0, None, spec.retries, prefetch, streaming=True, stop_on_mistake=False)
     settings = JobSettings(spec.name, spec.function, spec.mode, spec.combine, {}, spec.timeout, None)
     return JobRun(spec, scheduler, None, settings, ValueDecoder(spec.result_types), time.monotonic(), generation,
-                  sink=sink, packages=PackageResolver(spec.requires, packages) if spec.requires else None)
+                  sink=sink, packages=_resolver(spec, packages))
 
 
 def _plus(total: Optional[int], resumed: int) -> Optional[int]:
     """A chunk total that counts the chunks resumed from the journal (None stays unknown)."""
     return None if total is None else total + resumed
+
+
+def _resolver(spec: JobSpec, packages: PackageSource) -> Optional[PackageResolver]:
+    """The job's wheels per node platform; None (and console.packages not even imported) when it requires
+    nothing."""
+    if not spec.requires:
+        return None
+    from console.packages import PackageResolver
+
+    return PackageResolver(spec.requires, packages)
 
 
 def check_not_running(job: Optional[JobRun]) -> None:

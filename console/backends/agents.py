@@ -27,7 +27,6 @@ from console.agentlink import AgentLink, Progress, start_local_agent
 from console.errors import ConsoleError, HostKeyError, NodeBusy, UsageError
 from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
-from console.packages import PackagesUnavailable, Wheel, node_platform
 from console.rates import RateMeter
 from console.scheduler import (
     Cancel, ChunkFailed, ChunkFinished, Event, Instruction, NodeDraining, NodeJoined, SendChunks,
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from rpyc.core.async_ import AsyncResult
 
     from console.cluster import Cluster
+    from console.packages import Wheel
 
 __all__ = ["AgentBackend", "NodeSession", "launch_local"]
 
@@ -282,6 +282,8 @@ class NodeSession(threading.Thread):
         """The job's wheels for this node's platform, the agent hearing from the console while pip works; None
         when none fit (the node sits the job out) or the job or session ended meanwhile."""
         assert job.packages is not None, "the job has requirements"
+        from console.packages import PackagesUnavailable, node_platform  # loaded by the job's PackageResolver
+
         platform = node_platform(self.info)
         self.log(f"wheels of {', '.join(job.spec.requires)} for {platform.describe()}")
         resolving = concurrent.futures.Future()  # type: ignore[var-annotated]
@@ -359,6 +361,8 @@ class NodeSession(threading.Thread):
         way on this node (a system library the wheels do not carry), so it takes no more of the job's chunks."""
         if self.sits_out_of(job):
             return []
+        from console.packages import node_platform  # a job with requirements: loaded by its PackageResolver
+
         sentence = (f"{self.node.name}: the job's code does not import on its {node_platform(self.info).describe()} "
                     f"({error}); it sits this job out. Wheels carry what pip ships, not system libraries: install "
                     f"what is missing on {self.node.name}, or add the missing package to the job's requires")
