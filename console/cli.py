@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, List, NoReturn, Optional, TextIO, Union
+from typing import TYPE_CHECKING, Any, List, NoReturn, Optional, TextIO, Union
 
 from console.errors import ConsoleError, HostKeyError, UsageError
 from console.inventory import default_inventory, load_inventory
@@ -64,11 +64,27 @@ OUTPUT.journal, so a run that was killed continues with --resume.
 """
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata would cost every start ~10 ms)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            mine = version("cluster-console")
+        except PackageNotFoundError:
+            mine = "(not installed: run from a checkout)"
+        print("console %s, Python %s" % (mine, sys.version.split()[0]))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command line, with help for every option."""
     parser = argparse.ArgumentParser(prog="console", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the console's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def inventory_option(p: argparse.ArgumentParser) -> None:

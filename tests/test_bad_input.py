@@ -127,6 +127,11 @@ def test_missing_job_file_and_bad_option_exit_2(tmp_path):
     assert run_console("run", "--no-such-option").returncode == 2
 
 
+def test_version_names_the_package_and_python():
+    proc = run_console("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("console 0.1.0, Python 3."), proc.stdout + proc.stderr
+
+
 def test_default_inventory_is_this_machine():
     inventory = load_inventory(Path(__file__).resolve().parent.parent / "inventory.toml")
     assert [(n.name, n.transport) for n in inventory.nodes] == [("local", "local")]
