@@ -10,6 +10,7 @@ name and renamed, so a reader never sees half of it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -48,8 +49,10 @@ def results_text(document: Dict[str, Any]) -> str:
     lines = []
     for key, value in document.items():
         if _records(value):
-            inner = ([f"  {_json(name)}: {_json(record)}" for name, record in value.items()]
-                     if isinstance(value, dict) else [f"  {_json(record)}" for record in value])
+            if isinstance(value, dict):
+                inner = [f"  {_json(name)}: {text}" for name, text in zip(value, _record_texts(list(value.values())))]
+            else:
+                inner = ["  " + text for text in _record_texts(value)]
             brackets = "{}" if isinstance(value, dict) else "[]"
             text = brackets[0] + "\n" + ",\n".join(inner) + "\n " + brackets[1]
         else:
@@ -67,3 +70,29 @@ def _records(value: Any) -> bool:
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+def _record_texts(records: List[Dict[str, Any]]) -> List[str]:
+    """Each record's JSON, as `_json` writes it. When every record has the first one's keys in its order (a
+    results file's always do), a column at a time, each distinct string encoded once, then one %-template a
+    record: a job of 100,000 chunks has as many attempts, and json.dumps called for each took 0.7 s of the
+    job's end here."""
+    keys = tuple(records[0])
+    if any(tuple(record) != keys for record in records):
+        return [_json(record) for record in records]
+    template = "{" + ", ".join(_json(key).replace("%", "%%") + ": %s" for key in keys) + "}"
+    columns = [_column_texts([record[key] for record in records]) for key in keys]
+    return [template % row for row in zip(*columns)]
+
+
+def _column_texts(values: List[Any]) -> List[str]:
+    """Each value's JSON, as `_json` writes it."""
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds == {float} and all(map(math.isfinite, values)):  # json writes inf and nan its own way
+        return list(map(float.__repr__, values))
+    if kinds == {str}:
+        texts = {value: _json(value) for value in set(values)}
+        return list(map(texts.__getitem__, values))
+    return list(map(_json, values))
