@@ -19,7 +19,7 @@ console's results file gives the time to the first result and the chunks' median
 run once untimed first, and with bytecode written as usual (PYTHONDONTWRITEBYTECODE is dropped for the
 children): an installed console has its .pyc files, and so has the standard library.
 
-    python3 bench/endtoend.py [--reps 5] [--trivial 5000000] [--cases tasks,defaults,two,trivial,ssh]
+    python3 bench/endtoend.py [--reps 30] [--trivial 5000000] [--cases tasks,defaults,two,trivial,ssh]
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def job_file(directory: Path, name: str, function: str, items: str, chunk_size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=30,
+                        help="interleaved pairs per case (a process here runs fast or slow, up to 1.7x, for seconds "
+                             "at a time: a 3 %% target needs some 30 pairs to be seen)")
     parser.add_argument("--trivial", type=int, default=5_000_000)
     parser.add_argument("--cases", default="tasks,defaults,two,trivial")
     args = parser.parse_args()
