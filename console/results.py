@@ -78,8 +78,8 @@ def _record_texts(records: List[Dict[str, Any]]) -> List[str]:
     record: a job of 100,000 chunks has as many attempts, and json.dumps called for each took 0.7 s of the
     job's end here."""
     keys = tuple(records[0])
-    if any(tuple(record) != keys for record in records):
-        return [_json(record) for record in records]
+    if any(type(key) is not str for key in keys) or any(tuple(record) != keys for record in records):
+        return [_json(record) for record in records]  # json writes a key 1 as "1", and refuses a key (1, 2)
     template = "{" + ", ".join(_json(key).replace("%", "%%") + ": %s" for key in keys) + "}"
     columns = [_column_texts([record[key] for record in records]) for key in keys]
     return [template % row for row in zip(*columns)]

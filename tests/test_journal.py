@@ -104,12 +104,12 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
 def test_each_record_is_written_as_json_dumps_writes_it():
     """Records are encoded a column at a time: each line is still exactly json.dumps(record, default=str), for
     strings that need escaping, a key holding %, ints, floats finite or not, None, bools, an IntEnum, a Path and
-    a list in one column, and for records whose keys differ from the first's."""
+    a list in one column, and for records whose keys differ from the first's or are not strings (a result's)."""
     mixed = ["a\"b\\c\n", "é", "%s", 7, 10 ** 30, 0.1, -0.0, float("inf"), float("nan"), None, True,
              signal.SIGTERM, Path("/p"), [1, "x"]]
     uniform = [{"chunk": c, "per%cent": c / 3, "node": "n%d" % (c % 2), "any": v} for c, v in enumerate(mixed)]
     ragged = uniform[:2] + [{"node": "n9"}]
-    for records in (uniform, ragged, [{"x": float("inf")}, {"x": 1.5}], [{"x": 1}, {"x": True}]):
+    for records in (uniform, ragged, [{"x": float("inf")}, {"x": 1.5}], [{"x": 1}, {"x": True}], [{1: "a", 2.5: "b"}]):
         lines = results_text({"attempts": records}).splitlines()[2:-2]
         assert [line.strip().rstrip(",") for line in lines] == [json.dumps(r, default=str) for r in records]
 
