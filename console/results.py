@@ -72,6 +72,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+RECORDS_A_BLOCK = 10_000
+"""Records encoded together: their columns' texts are held at once (a result of millions of dicts would hold
+several strings per value otherwise)."""
+
+
 def _record_texts(records: List[Dict[str, Any]]) -> List[str]:
     """Each record's JSON, as `_json` writes it. When every record has the first one's keys in its order (a
     results file's always do), a column at a time, each distinct string encoded once, then one %-template a
@@ -81,8 +86,12 @@ def _record_texts(records: List[Dict[str, Any]]) -> List[str]:
     if any(type(key) is not str for key in keys) or any(tuple(record) != keys for record in records):
         return [_json(record) for record in records]  # json writes a key 1 as "1", and refuses a key (1, 2)
     template = "{" + ", ".join(_json(key).replace("%", "%%") + ": %s" for key in keys) + "}"
-    columns = [_column_texts([record[key] for record in records]) for key in keys]
-    return [template % row for row in zip(*columns)]
+    texts: List[str] = []
+    for start in range(0, len(records), RECORDS_A_BLOCK):  # a block's columns at a time, not the whole file's
+        block = records[start:start + RECORDS_A_BLOCK]
+        columns = [_column_texts([record[key] for record in block]) for key in keys]
+        texts.extend(template % row for row in zip(*columns))
+    return texts
 
 
 def _column_texts(values: List[Any]) -> List[str]:

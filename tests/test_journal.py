@@ -11,7 +11,7 @@ import pytest
 from console.errors import ConsoleFault, UsageError
 from console.journal import JournalWriter, read_journal
 from console.jobspec import load_job
-from console.results import results_text, write_results
+from console.results import RECORDS_A_BLOCK, results_text, write_results
 from helpers import write_job
 from nodeagent.wire import ValueDecoder
 
@@ -112,6 +112,9 @@ def test_each_record_is_written_as_json_dumps_writes_it():
     for records in (uniform, ragged, [{"x": float("inf")}, {"x": 1.5}], [{"x": 1}, {"x": True}], [{1: "a", 2.5: "b"}]):
         lines = results_text({"attempts": records}).splitlines()[2:-2]
         assert [line.strip().rstrip(",") for line in lines] == [json.dumps(r, default=str) for r in records]
+    many = [{"chunk": c, "node": "n%d" % (c % 7), "end_s": c / 7} for c in range(RECORDS_A_BLOCK + 3)]  # two blocks
+    lines = results_text({"attempts": many}).splitlines()[2:-2]
+    assert [line.strip().rstrip(",") for line in lines] == [json.dumps(r) for r in many]
 
 
 def test_the_results_file_is_the_document_a_line_a_record():
