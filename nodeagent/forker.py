@@ -3,10 +3,10 @@
 A pool's workers were each a fresh interpreter (its start, `site` and the worker's imports: 50 to 150 ms of CPU
 on a small machine, a second or more on a Pi, once a worker). The agent now starts one such interpreter, this
 loop, as it starts (a pool outside an agent starts its own), and every worker of every pool is a fork of it:
-started in a few milliseconds, sharing the interpreter's pages. The
-forker is single-threaded and holds nothing of the agent's (no protocol fd, no thread, no lock), so a fork of
-it is as clean as a fresh interpreter; the agent itself never forks once it has threads
-(nodeagent/forkerlink.py is its side).
+started in a few milliseconds, sharing the interpreter's pages. It starts without `site`, taking the agent's
+paths instead (nodeagent/sitelater.py). The forker is single-threaded and holds nothing of the agent's (no
+protocol fd, no thread, no lock), so a fork of it is as clean as a fresh interpreter; the agent itself never
+forks once it has threads (nodeagent/forkerlink.py is its side).
 
 It reads lines on its socket to the agent: `spawn ID` with the worker's three pipe ends attached (SCM_RIGHTS:
 its task pipe, its reply pipe, the write end of its sentinel), and `kill ID`. It answers `pid ID PID`, and
@@ -41,8 +41,10 @@ forker's `python -c ...`)."""
 
 def serve(control_fd: int, agent_pid: int) -> None:
     """The forker's loop on the socket `control_fd` from the agent `agent_pid`; never returns."""
+    from nodeagent.sitelater import adopt
     from nodeagent.worker import die_with_parent, serve_fds  # imported once, here: every worker has it then
 
+    adopt(os.environ.pop("NODEAGENT_SITE"))
     die_with_parent(agent_pid)
     _name(FORKER_NAME)
     control = _socket.socket(fileno=control_fd)  # not socket.py: its enums and selectors were ~9 ms of the start

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Dict, Optional
 
+from nodeagent.sitelater import described
+
 __all__ = ["ForkerLink", "ForkedWorker"]
 
 AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,9 +34,9 @@ class ForkerLink:
         ours, theirs = socket.socketpair()
         code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
                 "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), os.getpid()))
+        env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described())
         try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
-            self._popen = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
-                                           env=dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT))
+            self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env)
         except BaseException:
             ours.close()
             raise

@@ -209,6 +209,51 @@ def test_console_run_off_a_terminal_prints_plain_lines_and_imports_no_rich(tmp_p
     assert lines[-1] == f"results: {job.with_suffix('.results.json')}"
 
 
+HOOKED_JOB = """
+import sys
+
+def probe(x):
+    site_before = "site" in sys.modules
+    import hooked_pkg  # only the import hook a .pth file installs finds it, as with an editable install
+    import psutil  # from site-packages
+    return {"site_before": site_before, "value": hooked_pkg.VALUE + x, "psutil": psutil.__name__}
+"""
+
+PTH_HOOK = """
+import importlib.machinery, sys
+
+class Finder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "hooked_pkg":
+            return importlib.machinery.PathFinder.find_spec(name, [{hidden!r}])
+        return None
+
+def install():
+    sys.meta_path.append(Finder)
+"""
+
+
+def test_a_job_imports_what_site_and_its_pth_hooks_provide_though_the_forker_starts_without_site(tmp_path):
+    """The forker starts without site (python -S, nodeagent/sitelater.py): the worker finds site-packages
+    through the agent's sys.path, and a package only a .pth file's import hook finds (an editable install)
+    through site run on that first import."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "hooked_pkg.py").write_text("VALUE = 40\n")
+    userbase = tmp_path / "userbase"
+    user_site = userbase / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    user_site.mkdir(parents=True)
+    (user_site / "pth_hook.py").write_text(PTH_HOOK.format(hidden=str(hidden)))
+    (user_site / "hook.pth").write_text("import pth_hook; pth_hook.install()\n")
+    (tmp_path / "hooked.py").write_text(HOOKED_JOB)
+    job = write_job(tmp_path, function="hooked:probe", items=[2], chunk_size=1, files=[str(tmp_path / "hooked.py")])
+    proc = run_console("run", str(job), "--json", env={"PYTHONUSERBASE": str(userbase)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["result"] == [
+        {"site_before": False, "value": 42, "psutil": "psutil"}]
+
+
 def agents_of(pid):
     """Agent processes started by the console with this pid (they outlive it only by a bug)."""
     return [p for p in psutil.process_iter(["name", "cmdline", "ppid"]) if is_agent(p) and p.info["ppid"] == pid]
