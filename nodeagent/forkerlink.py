@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 from nodeagent.sitelater import described
 
-__all__ = ["ForkerLink", "ForkedWorker"]
+__all__ = ["ForkerLink", "ForkedWorker", "readable"]
 
 AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """Where the `nodeagent` package is imported from (a directory, or the bundle's zip), for the forker."""
@@ -131,7 +131,7 @@ class ForkerLink:
 
     def _receive(self, timeout: float) -> Optional[bytes]:
         """What the forker sent within `timeout` seconds, b"" once it is gone; None if nothing came."""
-        if not _readable(self._sock.fileno(), timeout):
+        if not readable(self._sock.fileno(), timeout):
             return None
         try:
             return self._sock.recv(65536)
@@ -149,7 +149,7 @@ class ForkerLink:
             (self._pids if verb == b"pid" else self._exits)[int(ident)] = int(number)
 
 
-def _readable(fd: int, timeout: float) -> bool:
+def readable(fd: int, timeout: float) -> bool:
     """Whether `fd` has data or its end within `timeout` seconds (poll, not select: an agent of many workers
     may hold fds past select's 1024)."""
     poller = select.poll()
@@ -176,7 +176,7 @@ class ForkedWorker:
         return self._link.exitcode(self._ident)
 
     def is_alive(self) -> bool:
-        return not _readable(self.sentinel, 0.0)
+        return not readable(self.sentinel, 0.0)
 
     def kill(self) -> None:
         self._link.kill(self._ident)

@@ -11,6 +11,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import select
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
-from nodeagent.forkerlink import ForkedWorker, ForkerLink
+from nodeagent.forkerlink import ForkedWorker, ForkerLink, readable
 from nodeagent.wire import ChunkOutcome
 from nodeagent.worker import worker_main
 
@@ -318,7 +319,7 @@ class ChunkPool:
             self._wake_taker()
             ready = wait_for_any(waitables, None if timeout is None else max(timeout, 0))
             if self._wake_r in ready:
-                while self._wake_r.poll():
+                while _has_data(self._wake_r):
                     self._wake_r.recv_bytes()
             self._collect(ready)
             self._expire()
@@ -386,7 +387,7 @@ class ChunkPool:
                     while True:
                         status, value, error, tb, seconds = worker.conn.recv()
                         self._finish(worker, status, value, error, tb, seconds)
-                        if not worker.tasks or not worker.conn.poll():
+                        if not worker.tasks or not _has_data(worker.conn):
                             break
                 except (EOFError, OSError):
                     self._died(worker)
@@ -419,13 +420,29 @@ def _message(task: Task) -> bytes:
     return pickle.dumps((task.fn_ref, task.mode, task.combine, task.paths, task.items), pickle.HIGHEST_PROTOCOL)
 
 
+def _has_data(conn: Any) -> bool:
+    """`conn.poll()`: on POSIX without the selector multiprocessing builds for each call (the manager asks after
+    every reply)."""
+    return conn.poll() if WINDOWS else readable(conn.fileno(), 0.0)
+
+
 def wait_for_any(objects: List[Any], timeout: Optional[float]) -> List[Any]:
-    """`multiprocessing.connection.wait`, also for more handles than Windows waits on at once.
+    """`multiprocessing.connection.wait`: on POSIX one `poll` (multiprocessing's builds a selector of Python
+    objects each call, the manager's loop calls it for every reply), on Windows also for more handles than it
+    waits on at once.
 
     Past the limit the first group (the pool's wake pipe is in it) is waited on for a
     short slice, then the others are polled, until one is ready or the timeout passes.
     """
-    limit = WINDOWS_WAIT_LIMIT if WINDOWS else None
+    if not WINDOWS:
+        poller = select.poll()
+        by_fd = {}
+        for obj in objects:
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            by_fd[fd] = obj
+            poller.register(fd, select.POLLIN)
+        return [by_fd[fd] for fd, _ in poller.poll(None if timeout is None else timeout * 1000)]
+    limit = WINDOWS_WAIT_LIMIT
     if limit is None or len(objects) <= limit:
         return multiprocessing.connection.wait(objects, timeout)
     groups = [objects[i:i + limit] for i in range(0, len(objects), limit)]

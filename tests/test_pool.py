@@ -174,6 +174,26 @@ def test_wait_for_any_past_the_windows_handle_limit(monkeypatch):
     assert pool_module.wait_for_any(readers, 5) == [readers[0], readers[7]]
 
 
+def test_wait_for_any_on_posix_returns_the_ready_objects_in_order():
+    """One poll over connections and raw fds: the ready ones in the order given, [] at the timeout."""
+    import multiprocessing
+
+    from nodeagent.pool import wait_for_any
+
+    pipes = [multiprocessing.Pipe(duplex=False) for _ in range(3)]
+    raw_r, raw_w = os.pipe()
+    waitables = [r for r, _ in pipes] + [raw_r]
+    assert wait_for_any(waitables, 0.05) == []
+    pipes[2][1].send_bytes(b"x")
+    os.write(raw_w, b"x")
+    pipes[0][1].send_bytes(b"x")
+    assert wait_for_any(waitables, None) == [pipes[0][0], pipes[2][0], raw_r]
+    pipes[1][1].close()  # a broken pipe is ready too: its reader sees the end
+    assert pipes[1][0] in wait_for_any(waitables, 5)
+    for fd in (raw_r, raw_w):
+        os.close(fd)
+
+
 def test_a_failing_manager_thread_is_reported_not_silent(monkeypatch):
     """A bug in the pool's own thread reaches on_failure with its traceback (the agent then exits)."""
     import threading
