@@ -21,20 +21,25 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from nodeagent.forkerlink import ForkerLink
-from nodeagent.pool import ChunkPool
 from nodeagent.stdio import log, take_stdio
 
+if TYPE_CHECKING:
+    from nodeagent.pool import ChunkPool
 
-def warm_pool(argv: List[str], forker: Optional[ForkerLink]) -> Optional[ChunkPool]:
-    """The pool `--pool N` asks for, started now; None without it."""
+
+def warm_pool(argv: List[str], forker: Optional[ForkerLink]) -> "Optional[ChunkPool]":
+    """The pool `--pool N` asks for, started now; None without it. The pool's module is imported here, after
+    the forker was started: its interpreter comes up meanwhile."""
     if "--pool" not in argv[:-1]:
         return None
     workers = int(argv[argv.index("--pool") + 1])
     if workers < 1:
         return None
+    from nodeagent.pool import ChunkPool
+
     return ChunkPool(workers, on_failure=lambda trace: _pool_failed(trace), forker=forker)
 
 
