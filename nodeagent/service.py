@@ -10,7 +10,6 @@ import faulthandler
 import os
 import pickle
 import shutil
-import platform
 import socket
 import sys
 import threading
@@ -63,6 +62,15 @@ def store_job_files(files: Dict[str, bytes]) -> str:
     return target
 
 
+def _machine() -> str:
+    """platform.machine(), without importing platform where os.uname() has it (~5 ms of an agent's start)."""
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform
+
+    return platform.machine()
+
+
 def describe_node(sampler: Sampler) -> NodeInfo:
     """Who this node is: the handshake's answer."""
     abi, platform_tag = wheel_tags()
@@ -70,8 +78,8 @@ def describe_node(sampler: Sampler) -> NodeInfo:
         protocol=PROTOCOL_VERSION,
         hostname=socket.gethostname(),
         os=sys.platform if sys.platform != "win32" else "windows",
-        arch=platform.machine(),
-        python=platform.python_version(),
+        arch=_machine(),
+        python=sys.version.split()[0],  # what platform.python_version() reads
         cores=os.cpu_count() or 1,
         pid=os.getpid(),
         metrics=sampler.source,
