@@ -7,8 +7,6 @@ chunk it held and is replaced; a chunk past its timeout has its worker killed.
 One manager thread owns the workers; callers only queue tasks and take outcomes.
 """
 
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import select
@@ -21,7 +19,7 @@ from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, T
 
 from nodeagent.forkerlink import ForkedWorker, ForkerLink, readable
 from nodeagent.wire import ChunkOutcome
-from nodeagent.worker import worker_main
+from nodeagent.worker import PipeEnds, worker_main
 
 __all__ = ["Task", "ChunkPool", "default_start_method", "wait_for_any"]
 
@@ -123,9 +121,15 @@ class ChunkPool:
         pool starts its own, and closes it with itself."""
         self.size = workers
         self._on_failure = on_failure
-        self._ctx = multiprocessing.get_context(start_method or default_start_method())
         self._owns_forker = forker is None
         self._forker = forker or (ForkerLink() if start_method is None and not WINDOWS else None)
+        self._ctx: Any = None
+        """multiprocessing's context, where it starts the workers (Windows, or `start_method`); imported only
+        then, since the forker's workers and the POSIX pool's pipes need none of it (~5 ms of an agent's start)."""
+        if self._forker is None:
+            import multiprocessing
+
+            self._ctx = multiprocessing.get_context(start_method or default_start_method())
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._pending: Deque[Task] = deque()
@@ -139,7 +143,7 @@ class ChunkPool:
         self._head: Optional[Tuple[Task, bytes]] = None
         """The first pending task and its message for a worker's pipe, kept while no worker may take it."""
         self._closed = False
-        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False) if WINDOWS else (_pipe(),) * 2
         self._workers: List[_Worker] = [self._start_worker(slot) for slot in range(workers)]
         self.replaced = 0
         self._thread = threading.Thread(target=self._manage, name="pool-manager", daemon=True)
@@ -234,20 +238,30 @@ class ChunkPool:
 
     def _start_worker(self, slot: int) -> _Worker:
         # Two one-way pipes, not Pipe(duplex=True): that one is a socketpair.
-        task_r, task_w = self._ctx.Pipe(duplex=False)
-        reply_r, reply_w = self._ctx.Pipe(duplex=False)
-        if self._forker is not None:
-            if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
-                if self._owns_forker:
-                    self._forker.close()
-                self._forker, self._owns_forker = ForkerLink(), True
-            process: Any = self._forker.spawn(task_r.fileno(), reply_w.fileno())
-        else:
-            process = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
+        if self._forker is None:
+            task_r, task_w = self._ctx.Pipe(duplex=False)
+            reply_r, reply_w = self._ctx.Pipe(duplex=False)
+            process: Any = self._ctx.Process(target=worker_main, args=(task_r, reply_w), daemon=True)
             process.start()
-        task_r.close()
-        reply_w.close()
-        return _Worker(slot, process, task_w, reply_r)
+            task_r.close()
+            reply_w.close()
+            return _Worker(slot, process, task_w, reply_r)
+        if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
+            if self._owns_forker:
+                self._forker.close()
+            self._forker, self._owns_forker = ForkerLink(), True
+        task_fd, ours_w = os.pipe()
+        ours_r, reply_fd = os.pipe()
+        ends = PipeEnds(ours_r, ours_w)  # replies read, tasks written
+        try:
+            process = self._forker.spawn(task_fd, reply_fd)
+        except BaseException:
+            ends.close()
+            raise
+        finally:
+            os.close(task_fd)
+            os.close(reply_fd)
+        return _Worker(slot, process, ends, ends)
 
     def _stop_worker(self, worker: _Worker) -> None:
         with self._lock:
@@ -420,6 +434,11 @@ def _message(task: Task) -> bytes:
     return pickle.dumps((task.fn_ref, task.mode, task.combine, task.paths, task.items), pickle.HIGHEST_PROTOCOL)
 
 
+def _pipe() -> PipeEnds:
+    """A pipe's two ends as one PipeEnds: what is written to it is read from it."""
+    return PipeEnds(*os.pipe())
+
+
 def _has_data(conn: Any) -> bool:
     """`conn.poll()`: on POSIX without the selector multiprocessing builds for each call (the manager asks after
     every reply)."""
@@ -442,15 +461,17 @@ def wait_for_any(objects: List[Any], timeout: Optional[float]) -> List[Any]:
             by_fd[fd] = obj
             poller.register(fd, select.POLLIN)
         return [by_fd[fd] for fd, _ in poller.poll(None if timeout is None else timeout * 1000)]
+    from multiprocessing.connection import wait
+
     limit = WINDOWS_WAIT_LIMIT
     if limit is None or len(objects) <= limit:
-        return multiprocessing.connection.wait(objects, timeout)
+        return wait(objects, timeout)
     groups = [objects[i:i + limit] for i in range(0, len(objects), limit)]
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        ready = multiprocessing.connection.wait(groups[0], SLICE_S if left is None else min(SLICE_S, left))
+        ready = wait(groups[0], SLICE_S if left is None else min(SLICE_S, left))
         for group in groups[1:]:
-            ready += multiprocessing.connection.wait(group, 0)
+            ready += wait(group, 0)
         if ready or (deadline is not None and time.monotonic() >= deadline):
             return ready

@@ -191,42 +191,62 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
 
 
 class PipeEnds:
-    """The worker's ends of its two pipes, framed as `multiprocessing.connection.Connection` frames them (the
-    agent's side is one): a 4-byte big-endian signed length (-1, then an 8-byte one, past 2 GiB), then the
-    pickle. Not Connection itself: importing multiprocessing.connection costs the forker's start ~25 ms of CPU."""
+    """A pipe end to read and one to write, framed as `multiprocessing.connection.Connection` frames them: a
+    4-byte big-endian signed length (-1, then an 8-byte one, past 2 GiB), then the message. A forked worker
+    reads its tasks and writes its replies on them; the pool on POSIX holds the other ends (and one pipe's two
+    ends to wake its manager thread). Not Connection itself: importing multiprocessing.connection costs the
+    forker's start ~25 ms of CPU, an agent's ~5."""
 
-    def __init__(self, task_fd: int, reply_fd: int) -> None:
-        self._task_fd = task_fd
-        self._reply_fd = reply_fd
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+
+    def fileno(self) -> int:
+        """The end read from (what the pool waits on)."""
+        return self._read_fd
 
     def recv(self) -> Any:
-        """The next task; EOFError once the agent closed the pipe."""
+        """The next message, unpickled; EOFError once the other side closed its end."""
+        return pickle.loads(self.recv_bytes())
+
+    def recv_bytes(self) -> bytes:
         size, = struct.unpack("!i", self._read(4))
         if size == -1:
             size, = struct.unpack("!Q", self._read(8))
-        return pickle.loads(self._read(size))
+        return self._read(size)
 
-    def send(self, reply: Any) -> None:
-        data = pickle.dumps(reply)
+    def send(self, message: Any) -> None:
+        self.send_bytes(pickle.dumps(message))
+
+    def send_bytes(self, data: bytes) -> None:
         size = len(data)
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", size)
-        if size <= 16384:  # one write, as Connection makes it; a larger reply is not copied to put a header on it
+        if size <= 16384:  # one write, as Connection makes it; a larger message is not copied to put a header on it
             self._write(header + data)
         else:
             self._write(header)
             self._write(data)
 
+    def close(self) -> None:
+        """Close both ends, once (an end closed reads and writes as OSError from then on)."""
+        for fd in (self._read_fd, self._write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._read_fd = self._write_fd = -1
+
+    __del__ = close  # as Connection closes its fd when collected (the pool's wake pipe is left to this)
+
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._reply_fd, view):]
+            view = view[os.write(self._write_fd, view):]
 
     def _read(self, size: int) -> bytes:
         parts = []
         while size:
-            data = os.read(self._task_fd, size)
+            data = os.read(self._read_fd, size)
             if not data:
-                raise EOFError("the agent closed the worker's pipe")
+                raise EOFError("the other end of the pipe was closed")
             parts.append(data)
             size -= len(data)
         return b"".join(parts)  # one part, the usual case, is returned as it is

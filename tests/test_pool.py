@@ -328,8 +328,9 @@ def test_the_tasks_waiting_in_a_pipe_stay_within_its_byte_bound(pool):
 
 
 def test_a_fresh_workers_pipe_ends_frame_messages_as_multiprocessing_does():
-    """PipeEnds (a fresh worker's side) and multiprocessing's Connection (the agent's side) read each other's
-    messages, one larger than a pipe holds at once too, and the worker's end reads a closed pipe as EOFError."""
+    """PipeEnds (a forked worker's side) and multiprocessing's Connection (a spawned worker's agent side) read
+    each other's messages, one larger than a pipe holds at once too; PipeEnds reads a closed pipe as EOFError,
+    closes its fds once, and raises OSError when used after."""
     import threading
     from multiprocessing.connection import Connection
 
@@ -352,8 +353,10 @@ def test_a_fresh_workers_pipe_ends_frame_messages_as_multiprocessing_does():
     replier.start()
     assert agent_in.recv() == big
     replier.join(10)
-    for fd in (task_r, reply_w):
-        os.close(fd)
+    ends.close()  # its fds are its own: closed once, by it
+    ends.close()
+    with pytest.raises(OSError):
+        ends.send("after close")
     agent_in.close()
 
 
