@@ -134,11 +134,12 @@ def _start(python: str, pool: int) -> Tuple[subprocess.Popen, str]:
 def _fork(pool: int) -> Tuple[ForkedAgent, str]:
     """This process, forked, as an agent with `pool` warm workers on pipes for its stdin, stdout and stderr.
 
-    rpyc and the wire's messages are imported first: the console needs them a moment later, and the agent
-    then has them without importing them again (each process importing its own was ~35 ms more of the
+    rpyc, the wire's messages and hashlib are imported first: the console needs them a moment later, and the
+    agent then has them without importing them again (each process importing its own was ~40 ms more of the
     machine's CPU while the console, the agent and the forker all start)."""
     import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
     import rpyc  # noqa: F401
+    import nodeagent.cache  # noqa: F401  (hashlib: the job's identity here, the job's files' names there)
     import nodeagent.wire  # noqa: F401
 
     pipes = [os.pipe() for _ in range(3)]  # the agent's stdin, stdout, stderr: (read end, write end)
