@@ -18,13 +18,14 @@ PR_SET_PDEATHSIG does).
 
 from __future__ import annotations
 
+# The C modules, not signal.py, socket.py, collections and array: their enums, selectors and ABCs were ~15 ms
+# of the forker's start, before its first worker.
+import _signal as signal
 import _socket
-import array
 import os
 import select
-import signal
 import sys
-from collections import deque
+from _collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs the forker's start (on every node, before its first worker) 5 to 10 ms of CPU
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # typing costs the forker's start (on every node, before its 
 __all__ = ["serve"]
 
 FDS_PER_SPAWN = 3
+FD_SIZE = 4
+"""Bytes of one fd in SCM_RIGHTS data (a C int)."""
 FORKER_NAME = b"agent-forker"
 WORKER_NAME = b"agent-worker"
 """The forker's and its workers' process names on Linux (`ps`, `top`, where their command line is the
@@ -47,7 +50,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
     adopt(os.environ.pop("NODEAGENT_SITE"))
     die_with_parent(agent_pid)
     _name(FORKER_NAME)
-    control = _socket.socket(fileno=control_fd)  # not socket.py: its enums and selectors were ~9 ms of the start
+    control = _socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
@@ -101,12 +104,12 @@ def serve(control_fd: int, agent_pid: int) -> None:
 
 def _receive(control: _socket.socket) -> Tuple[bytes, List[int]]:
     """What the agent sent, and the fds that came with it (socket.recv_fds, without importing socket)."""
-    fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(65536, _socket.CMSG_LEN(16 * FDS_PER_SPAWN * fds.itemsize))
+    fds: List[int] = []
+    data, ancillary, _, _ = control.recvmsg(65536, _socket.CMSG_LEN(16 * FDS_PER_SPAWN * FD_SIZE))
     for level, kind, payload in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
+            fds += memoryview(payload[:len(payload) - len(payload) % FD_SIZE]).cast("i")
+    return data, fds
 
 
 def _end(children: Dict[int, str]) -> None:

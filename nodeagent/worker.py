@@ -12,12 +12,15 @@ it. The agent itself never unpickles job data.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pickle
 import struct
 import sys
 import time
+
+try:  # pickle's own functions without pickle.py, whose re and enum were ~6 ms of the forker's start
+    from _pickle import dumps, loads
+except ImportError:  # an implementation without the C module
+    from pickle import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing, traceback and the wire module cost the forker's start 30 to 60 ms of CPU together
@@ -40,7 +43,13 @@ def resolve(ref: str, fresh: bool = False) -> Callable[..., Any]:
     if fn is None:
         module_name, _, attr = ref.partition(":")
         module = sys.modules.get(module_name) if fresh else None
-        fn = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+        if module is not None:
+            import importlib
+
+            fn = importlib.reload(module)
+        else:
+            __import__(module_name)  # importlib.import_module, without importlib's own imports at the forker's start
+            fn = sys.modules[module_name]
         for part in attr.split("."):
             fn = getattr(fn, part)
         _functions[ref] = fn
@@ -125,7 +134,7 @@ def _hashable(item: Any) -> bool:
 
 def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
     try:
-        return pickle.dumps(value)
+        return dumps(value)
     except Exception as exc:  # a generator, a lambda, an open file: nothing that can travel back
         raise JobMistake("%s returned a %s for the chunk starting at item %r, which cannot be sent back (%s: %s); "
                          "return plain data (numbers, strings, lists, dicts)"
@@ -136,15 +145,7 @@ def die_with_parent(parent_pid: Optional[int]) -> None:
     """On Linux, have the kernel kill this process when its parent goes, and go now if it already has.
     `parent_pid`: the forker's, for a worker it forked (the agent's, for the forker); None for a worker
     multiprocessing started."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if not sys.platform.startswith("linux") or not _kill_me_with_parent():
         return
     if parent_pid is not None:
         gone = os.getppid() != parent_pid
@@ -155,6 +156,24 @@ def die_with_parent(parent_pid: Optional[int]) -> None:
         gone = parent is not None and not parent.is_alive()
     if gone:  # the parent went while this process started
         os._exit(0)
+
+
+def _kill_me_with_parent() -> bool:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): whether the kernel took it. Through `_ctypes` itself where it has
+    call_function (Python 3.9 to 3.13 have): the `ctypes` package costs ~6 ms more of a forker's start, before its
+    first worker."""
+    try:
+        import _ctypes
+
+        prctl = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "prctl")
+        call = getattr(_ctypes, "call_function", None)
+        if call is not None:
+            return call(prctl, (1, 9)) == 0  # PR_SET_PDEATHSIG, SIGKILL
+        import ctypes
+
+        return ctypes.CDLL(None).prctl(1, 9) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
 
 
 def _job_traceback(exc: BaseException) -> str:
@@ -178,7 +197,7 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
             sys.path.insert(0, path)
     started = time.perf_counter()
     try:
-        items = pickle.loads(items_bytes)
+        items = loads(items_bytes)
         value = _value_bytes(fn_ref, run_chunk(fn_ref, mode, combine, items), items)
         return "ok", value, "", "", time.perf_counter() - started
     except JobMistake as exc:
@@ -207,7 +226,7 @@ class PipeEnds:
 
     def recv(self) -> Any:
         """The next message, unpickled; EOFError once the other side closed its end."""
-        return pickle.loads(self.recv_bytes())
+        return loads(self.recv_bytes())
 
     def recv_bytes(self) -> bytes:
         size, = struct.unpack("!i", self._read(4))
@@ -216,7 +235,7 @@ class PipeEnds:
         return self._read(size)
 
     def send(self, message: Any) -> None:
-        self.send_bytes(pickle.dumps(message))
+        self.send_bytes(dumps(message))
 
     def send_bytes(self, data: bytes) -> None:
         size = len(data)
