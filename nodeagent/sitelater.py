@@ -2,8 +2,8 @@
 
 The forker starts without `site` (`python -S`): on an interpreter with a few `.pth` files (an editable
 install's import hook, a certificate bundle's) `site` was 40 of the forker's 50 ms of CPU, all of it before the
-first worker could be forked. The forker takes its agent's `sys.path` instead, which holds every directory
-`site` added (site-packages, the user's, those `.pth` files list), and its `sys.prefix` (a virtual
+first worker could be forked. The forker takes what its agent's `sys.path` has beyond its own instead: every
+directory `site` added (site-packages, the user's, those `.pth` files list), and its `sys.prefix` (a virtual
 environment's, which `site` sets), so a job's imports find what they would have found. What only running
 `site` gives, the import hooks some `.pth` files install (an editable install of a package) and
 `sitecustomize`, comes from `SiteLater`: last on `sys.meta_path`, it runs `site.main()` on the first import no
@@ -22,10 +22,11 @@ def described() -> str:
 
 
 def adopt(description: str) -> None:
-    """Take what `described` gave the agent (after this process's first path entry, nodeagent's own), and
-    put `SiteLater` last on `sys.meta_path`."""
+    """Take the prefixes `described` gave in the agent, and the entries of its `sys.path` this one lacks, after
+    its own (nodeagent's root, the working directory, PYTHONPATH, the standard library: where they were before
+    `site` added the rest); put `SiteLater` last on `sys.meta_path`."""
     sys.prefix, sys.exec_prefix, *path = description.split("\n")
-    sys.path[1:] = path
+    sys.path += [entry for entry in path if entry not in sys.path]
     sys.meta_path.append(SiteLater)
 
 
