@@ -124,7 +124,7 @@ def ssh_inventory(work: Path, stack: contextlib.ExitStack) -> Path:
     if reason:
         raise SystemExit(f"the ssh case needs namespace nodes: {reason}")
     cluster = stack.enter_context(netcluster.net_cluster(work / "ns", n=1))
-    inventory = cluster.write_inventory(work / "ssh.toml", overrides={"node1": {"workers": WORKERS}})
+    inventory = cluster.write_inventory(work / "ssh-inventory.toml", overrides={"node1": {"workers": WORKERS}})
     subprocess.run([sys.executable, "-m", "console.cli", "bootstrap", "--inventory", str(inventory)], check=True,
                    stdout=subprocess.DEVNULL)
     return inventory
