@@ -18,18 +18,17 @@ PR_SET_PDEATHSIG does).
 
 from __future__ import annotations
 
-# The C modules, not signal.py, socket.py, collections and array: their enums, selectors and ABCs were ~15 ms
-# of the forker's start, before its first worker.
-import _signal as signal
-import _socket
+import _socket  # not socket.py: its selectors were ~9 ms of the forker's start, before its first worker
 import os
 import select
+import signal
 import sys
-from _collections import deque
+from collections import deque
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs the forker's start (on every node, before its first worker) 5 to 10 ms of CPU
-    from typing import Callable, Deque, Dict, List, Sequence, Tuple
+# typing: most jobs' imports include it (and re, collections, functools with it, ~10 ms). Imported here, before
+# the first fork, every worker has it; left to the job, each worker imported it on its first chunk (a hundred
+# agents' first chunks then took a second).
+from typing import Callable, Deque, Dict, List, Sequence, Tuple
 
 __all__ = ["serve"]
 

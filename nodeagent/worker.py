@@ -12,15 +12,12 @@ it. The agent itself never unpickles job data.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
 import struct
 import sys
 import time
-
-try:  # pickle's own functions without pickle.py, whose re and enum were ~6 ms of the forker's start
-    from _pickle import dumps, loads
-except ImportError:  # an implementation without the C module
-    from pickle import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing, traceback and the wire module cost the forker's start 30 to 60 ms of CPU together
@@ -43,13 +40,7 @@ def resolve(ref: str, fresh: bool = False) -> Callable[..., Any]:
     if fn is None:
         module_name, _, attr = ref.partition(":")
         module = sys.modules.get(module_name) if fresh else None
-        if module is not None:
-            import importlib
-
-            fn = importlib.reload(module)
-        else:
-            __import__(module_name)  # importlib.import_module, without importlib's own imports at the forker's start
-            fn = sys.modules[module_name]
+        fn = importlib.reload(module) if module is not None else importlib.import_module(module_name)
         for part in attr.split("."):
             fn = getattr(fn, part)
         _functions[ref] = fn
@@ -134,7 +125,7 @@ def _hashable(item: Any) -> bool:
 
 def _value_bytes(fn_ref: str, value: Any, items: List[Any]) -> bytes:
     try:
-        return dumps(value)
+        return pickle.dumps(value)
     except Exception as exc:  # a generator, a lambda, an open file: nothing that can travel back
         raise JobMistake("%s returned a %s for the chunk starting at item %r, which cannot be sent back (%s: %s); "
                          "return plain data (numbers, strings, lists, dicts)"
@@ -197,7 +188,7 @@ def chunk_reply(fn_ref: str, mode: str, combine: str, paths: Sequence[str],
             sys.path.insert(0, path)
     started = time.perf_counter()
     try:
-        items = loads(items_bytes)
+        items = pickle.loads(items_bytes)
         value = _value_bytes(fn_ref, run_chunk(fn_ref, mode, combine, items), items)
         return "ok", value, "", "", time.perf_counter() - started
     except JobMistake as exc:
@@ -226,7 +217,7 @@ class PipeEnds:
 
     def recv(self) -> Any:
         """The next message, unpickled; EOFError once the other side closed its end."""
-        return loads(self.recv_bytes())
+        return pickle.loads(self.recv_bytes())
 
     def recv_bytes(self) -> bytes:
         size, = struct.unpack("!i", self._read(4))
@@ -235,7 +226,7 @@ class PipeEnds:
         return self._read(size)
 
     def send(self, message: Any) -> None:
-        self.send_bytes(dumps(message))
+        self.send_bytes(pickle.dumps(message))
 
     def send_bytes(self, data: bytes) -> None:
         size = len(data)
