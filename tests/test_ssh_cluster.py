@@ -7,6 +7,7 @@ the reason otherwise; .ci/install-test-tools installs sshd in CI).
 
 import json
 import os
+import posixpath
 import shutil
 import signal
 import subprocess
@@ -139,6 +140,46 @@ def test_a_session_start_skips_the_probe_and_probes_again_when_what_it_kept_is_s
     link = launch_ssh(node, recorder)
     try:
         assert link.facts["probe"] == "probed" and link.facts["python"] == kept.python
+        assert link.hello()["python"]
+        assert any("probing again" in line for line in recorder.lines), recorder.lines
+    finally:
+        link.close()
+
+
+def test_a_start_with_the_bundle_kept_skips_checking_it_and_deploys_again_when_it_is_gone(net_cluster_3, tmp_path,
+                                                                                           monkeypatch):
+    """A node's agent started from a bundle: the next start with that bundle takes it as there (no SFTP session,
+    ~55 ms); with the bundle removed from the node, that start fails, probes again, uploads it, and the agent
+    comes up all the same."""
+    from console.bootstrap import known_facts, launch_ssh
+    from console.bundle import bundle
+    from console.inventory import load_inventory
+    from console.ssh import NodeConnection
+
+    node = load_inventory(net_cluster_3.write_inventory(tmp_path / "inventory.toml")).nodes[1]
+    launch_ssh(node, Recorder()).close()  # however it started, its bundle is kept with its facts now
+    sftp_sessions = []
+    real_sftp = NodeConnection.sftp
+    monkeypatch.setattr(NodeConnection, "sftp", lambda conn: sftp_sessions.append(conn) or real_sftp(conn))
+    link = launch_ssh(node, Recorder())
+    try:
+        assert (link.facts["probe"], link.facts["bundle"]) == ("cached", "cached")
+        assert link.hello()["python"]
+    finally:
+        link.close()
+    assert sftp_sessions == []
+    conn = NodeConnection(node)
+    conn.connect()
+    try:
+        kept = known_facts(conn)
+        assert kept is not None and kept.bundle == bundle()[0]
+        assert conn.run("rm " + posixpath.join(kept.bundle_dir, f"agent-{kept.bundle}.zip"))[0] == 0
+    finally:
+        conn.close()
+    recorder = Recorder()
+    link = launch_ssh(node, recorder)
+    try:
+        assert (link.facts["probe"], link.facts["bundle"]) == ("probed", "uploaded")
         assert link.hello()["python"]
         assert any("probing again" in line for line in recorder.lines), recorder.lines
     finally:
