@@ -160,8 +160,20 @@ def _fork(pool: int) -> Tuple[ForkedAgent, str]:
                        os.fdopen(pipes[2][0], "rb")), "forked"
 
 
+_kept_from_the_console: List[Any] = []
+"""In a forked agent: what the console held that the child replaces (its std streams, its __main__)."""
+
+
 def _serve_as_agent(ends: Tuple[int, int, int], pool: int) -> None:
-    """In the forked child: become what `python agent.zip --pool N` is on those pipes, and never return."""
+    """In the forked child: become what `python agent.zip --pool N` is on those pipes, and never return.
+
+    Every object the console had is frozen out of the garbage collector first, and the ones the child lets go
+    of are kept: a console file or socket collected here would close its fd's number, by then one of the
+    agent's own pipes (a worker's sentinel, once, under a test process's garbage)."""
+    import gc
+
+    gc.freeze()
+    _kept_from_the_console.extend([sys.stdin, sys.stdout, sys.stderr, sys.modules.get("__main__")])
     try:
         os.setpgid(0, 0)  # out of the console's process group, as _OWN_GROUP puts a started agent
         with open("/proc/self/comm", "w") as comm:

@@ -4,6 +4,7 @@ Every test runs the real CLI in a child process, the way a user does, and
 checks the exact numbers in the results file.
 """
 
+import gc
 import json
 import os
 import signal
@@ -190,6 +191,37 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
                        "agent_fds": ["/dev/null", "pipe", "socket"], "forker": "agent-forker", "worker": "agent-worker",
                        "console_modules": []}
     assert doc["retried_attempts"] == 1
+
+
+def test_a_forked_agent_never_collects_the_consoles_garbage_which_would_close_its_own_fds(monkeypatch):
+    """A console file left in a reference cycle when the agent forks is never collected in the agent: its fd's
+    number is the agent's own by then (a worker's sentinel, once, under a test process's garbage)."""
+    from console import localagent
+
+    def agent_main():  # in the child, in place of the agent: take the number the console's file had, then collect
+        os.dup2(os.open(os.devnull, os.O_RDONLY), planted)
+        gc.collect()
+        try:
+            os.fstat(planted)
+            os.write(1, b"kept")
+        except OSError:
+            os.write(1, b"closed by the console's garbage")
+
+    monkeypatch.setattr("nodeagent.__main__.main", agent_main)
+    gc.disable()  # the cycle stays uncollected until the fork
+    try:
+        garbage = [open(os.devnull, "rb")]
+        planted = garbage[0].fileno()
+        garbage.append(garbage)
+        del garbage
+        agent, state = localagent._fork(0)
+    finally:
+        gc.enable()
+    assert state == "forked"
+    assert agent.stdout.read() == b"kept"
+    assert agent.wait(10) == 1  # _serve_as_agent's os._exit(1) once main returned
+    for stream in (agent.stdin, agent.stdout, agent.stderr):
+        stream.close()
 
 
 def test_console_run_off_a_terminal_prints_plain_lines_and_imports_no_rich(tmp_path):
