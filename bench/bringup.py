@@ -64,7 +64,8 @@ def main() -> None:
     for n in sizes:
         walls = [wall for wall, _ in times[n]]
         overlap = [total / wall for wall, total in times[n]]
-        print(f"{n:>2} nodes: first bootstrap (uploads) {first[n][0]:.2f}s; cached: median {statistics.median(walls):.2f}s "
+        print(f"{n:>2} nodes: first bootstrap (uploads) {first[n][0]:.2f}s; "
+              f"cached: median {statistics.median(walls):.2f}s "
               f"(min {min(walls):.2f}, max {max(walls):.2f}); overlap median {statistics.median(overlap):.1f}")
     ratios = [b[0] / a[0] for a, b in zip(times[2], times[20])]
     print(f"20 nodes / 2 nodes: median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")

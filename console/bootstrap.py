@@ -171,7 +171,8 @@ def probe(conn: NodeConnection) -> NodeFacts:
             continue
         os_name = "windows" if shell.name != "posix" else sys_platform.rstrip("0123456789")
         return NodeFacts(shell, os_name, machine, executable, version, cores or 1, cache_base)
-    hint = "fix python in the inventory" if node.python else "install Python 3.9+ or set python = \"...\" in the inventory"
+    hint = ("fix python in the inventory" if node.python
+            else "install Python 3.9+ or set python = \"...\" in the inventory")
     raise NodeError(f"{conn.where}: no usable Python ({'; '.join(tried)}); {hint}.")
 
 

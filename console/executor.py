@@ -114,7 +114,8 @@ class ClusterExecutor(Executor):
     a node raises the same exception type here, with the node's traceback as its `__cause__`."""
 
     def __init__(self, cluster: Cluster, *, name: str, retries: int, chunk_timeout: float,
-                 result_types: Sequence[str], max_reply_mb: float, progress: bool, requires: Sequence[str] = ()) -> None:
+                 result_types: Sequence[str], max_reply_mb: float, progress: bool,
+                 requires: Sequence[str] = ()) -> None:
         self._cluster = cluster
         self._calls = _Calls()
         self._deliveries: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -263,7 +264,8 @@ class ClusterExecutor(Executor):
             return run.console_error
         if run.reason == NO_USABLE_NODE:
             errors = self._cluster.backend.node_errors()
-            detail = "; ".join(error if error.startswith(name) else f"{name}: {error}" for name, error in errors.items())
+            detail = "; ".join(error if error.startswith(name) else f"{name}: {error}"
+                               for name, error in errors.items())
             return f"no node of the cluster is usable{': ' + detail if detail else ''}."
         return "the cluster was shut down."
 

@@ -148,7 +148,8 @@ def test_a_cluster_without_a_usable_node_breaks_with_the_reason(tmp_path):
     inventory.write_text('[[node]]\nname = "nowhere"\nhost = "127.0.0.1"\nport = 1\nconnect_timeout = 2\n')
     with connect(inventory) as executor:
         future = executor.submit(square, 2)
-        with pytest.raises(ClusterBroken, match=r"no node of the cluster is usable: nowhere \(127\.0\.0\.1:1\): connection refused"):
+        with pytest.raises(ClusterBroken,
+                           match=r"no node of the cluster is usable: nowhere \(127\.0\.0\.1:1\): connection refused"):
             future.result(timeout=120)
         with pytest.raises(ClusterBroken):
             executor.submit(square, 2)

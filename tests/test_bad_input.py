@@ -89,7 +89,8 @@ def test_input_file_items_are_lines(tmp_path):
     assert len(spec.input) == 3 and spec.input.slice(1, 5) == ["b", "c"]
 
 
-GOOD_INVENTORY = '[defaults]\nuser = "pi"\n\n[[node]]\nname = "a"\nhost = "10.0.0.1"\n\n[[node]]\nname = "b"\nhost = "10.0.0.2"\nworkers = 2\n'
+GOOD_INVENTORY = ('[defaults]\nuser = "pi"\n\n[[node]]\nname = "a"\nhost = "10.0.0.1"\n\n'
+                  '[[node]]\nname = "b"\nhost = "10.0.0.2"\nworkers = 2\n')
 
 
 @pytest.mark.parametrize("text,message", [

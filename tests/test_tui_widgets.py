@@ -108,7 +108,8 @@ def test_node_filter(query, names) -> None:
 
 
 def test_node_summary_leads_with_the_error() -> None:
-    assert f.node_summary(PI3) == "pi-3 (10.0.0.23:22) lost: pi-3 (10.0.0.23:22): no answer within 10 s (attempt 2 of 3)."
+    assert f.node_summary(PI3) == ("pi-3 (10.0.0.23:22) lost: pi-3 (10.0.0.23:22): no answer within 10 s "
+                                   "(attempt 2 of 3).")
     assert "load 7.9 7.5 6.8" in f.node_summary(WS1)
     assert "n/a" in f.node_summary(BARE)
 
@@ -177,7 +178,8 @@ def test_job_lines_before_a_job_and_with_unknown_totals() -> None:
 
 
 def test_failure_rows() -> None:
-    assert failure_cells(FAILURE) == ("win-1", "17", "1", "ZeroDivisionError: integer division or modulo by zero [chunk 17]")
+    assert failure_cells(FAILURE) == ("win-1", "17", "1",
+                                      "ZeroDivisionError: integer division or modulo by zero [chunk 17]")
     final = FAILURE._replace(attempt=3, final=True, error="")
     assert failure_cells(final)[2:] == ("3 final", "(no message)")
     assert failure_key(FAILURE) != failure_key(final)
@@ -195,7 +197,8 @@ def test_core_lines_one_per_core_then_memory() -> None:
 
 
 def test_node_heading_shows_error_and_na() -> None:
-    assert node_heading(PI3, "pi-3").splitlines()[-1] == "error: pi-3 (10.0.0.23:22): no answer within 10 s (attempt 2 of 3)."
+    assert node_heading(PI3, "pi-3").splitlines()[-1] == ("error: pi-3 (10.0.0.23:22): no answer within 10 s "
+                                                          "(attempt 2 of 3).")
     assert "python n/a" in node_heading(BARE, "new-1")
     assert node_heading(None, "gone") == "gone: not in the latest snapshot"
 
