@@ -18,6 +18,7 @@ and every other platform run the bundle as a new process.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -170,8 +171,6 @@ def _serve_as_agent(ends: Tuple[int, int, int], pool: int) -> None:
     Every object the console had is frozen out of the garbage collector first, and the ones the child lets go
     of are kept: a console file or socket collected here would close its fd's number, by then one of the
     agent's own pipes (a worker's sentinel, once, under a test process's garbage)."""
-    import gc
-
     gc.freeze()
     _kept_from_the_console.extend([sys.stdin, sys.stdout, sys.stderr, sys.modules.get("__main__")])
     try:
