@@ -19,6 +19,7 @@ PR_SET_PDEATHSIG does).
 from __future__ import annotations
 
 import _socket  # not socket.py: its selectors were ~9 ms of the forker's start, before its first worker
+import gc
 import os
 import select
 import signal
@@ -55,6 +56,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so SIGCHLD writes to the wake pipe
+    gc.freeze()  # what the workers share with this process: a worker's full collection would walk it, copying it
     me = os.getpid()
     children: Dict[int, str] = {}  # pid -> the agent's id for it
     pending = b""

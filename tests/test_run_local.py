@@ -149,7 +149,7 @@ def test_auto_chunk_size_gives_the_same_answer(tmp_path):
 
 
 PROBE = """
-import os, sys
+import gc, os, sys
 
 def probe(x):
     if x == 0 and not os.path.exists({mark!r}):
@@ -167,7 +167,7 @@ def probe(x):
             return comm.read().strip()
 
     return {{"agent": name(agent), "agent_parent": parent(agent), "agent_fds": sorted(fds), "forker": name(forker),
-            "worker": name(os.getpid()),
+            "worker": name(os.getpid()), "frozen": gc.get_freeze_count() > 0,
             "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
 """
 
@@ -176,7 +176,8 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     """On Linux `console run` forks its local agent (an interpreter already up, site read): a child of the
     console named console-agent, holding pipes, /dev/null and the socketpair to its pool's forker only, none of
     the console's files. The worker that replaces one the job's os._exit killed is forked by the forker (a
-    fresh interpreter named agent-forker, not the agent), is named agent-worker and imports no console module."""
+    fresh interpreter named agent-forker, not the agent), is named agent-worker and imports no console module;
+    what it shares with the forker is frozen out of its garbage collector (a full collection would copy it)."""
     (tmp_path / "probe.py").write_text(PROBE.format(mark=str(tmp_path / "exited")))
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
@@ -189,7 +190,7 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     [retried] = doc["result"]
     assert retried == {"agent": "console-agent", "agent_parent": console.pid,
                        "agent_fds": ["/dev/null", "pipe", "socket"], "forker": "agent-forker", "worker": "agent-worker",
-                       "console_modules": []}
+                       "frozen": True, "console_modules": []}
     assert doc["retried_attempts"] == 1
 
 
