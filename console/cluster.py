@@ -242,7 +242,7 @@ class Cluster:
             return ClusterSnapshot(t=time.time(), nodes=nodes, job=job.snapshot(), failures=failures)
 
 
-CONSOLE_CACHE = (("packages", "nodes"), ("dask-code-",))
+CONSOLE_CACHE = (("packages", "nodes"), ("dask-code-",), "console.pruned")
 """What the console keeps in this machine's cache, pruned as agents prune theirs: resolved wheels per platform,
 what nodes were found to be, the Dask workers' code."""
 

@@ -7,7 +7,7 @@ every console version and every package version adds to it: each agent marks
 what it uses (the mtime of the entry) and, once started, removes what no agent
 has used for KEEP_UNUSED_S, and more, least recently used first, while the
 disk has less than LOW_DISK_BYTES free; the console does the same with what it
-keeps.
+keeps. Either looks at most once every PRUNE_EVERY_S while the disk has room.
 """
 
 import hashlib
@@ -25,6 +25,9 @@ MARK_USED_EVERY_S = 3600.0
 LOW_DISK_BYTES = 1 << 30
 """While the cache's disk has less free than this (1 GiB), pruning also removes entries used since KEEP_UNUSED_S,
 least recently used first, but none marked in the last two MARK_USED_EVERY_S (an agent running now uses it)."""
+PRUNE_EVERY_S = 86400.0
+"""A pass over the cache runs at most this often (a stat of every entry, ~8 ms for a few hundred, at the start of
+an agent or a console, its busiest moment), and at every start while the disk has less than LOW_DISK_BYTES free."""
 PRUNED_DIRS = ("jobs", "wheels")
 """The cache's folders of entries named by content that agents keep (the console keeps others: console/cluster.py)."""
 
@@ -55,13 +58,17 @@ def mark_used(paths: Iterable[str]) -> None:
             pass
 
 
-def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",)) -> List[str]:
+def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = ("agent-",),
+          stamp: str = "agents.pruned") -> List[str]:
     """Remove the entries of these folders of the cache, and its zips named with these prefixes, that nothing
     has marked used for KEEP_UNUSED_S (by default what agents keep: job files, wheels, bundles), then, while
     the disk has less than LOW_DISK_BYTES free, those not in use, least recently used first; the paths removed.
     An entry is first renamed out of the way, so no agent ever finds one half removed; one that cannot be (held
-    open, on Windows) stays for the next time."""
+    open, on Windows) stays for the next time. Nothing is done when the file `stamp` says a pass ran in the last
+    PRUNE_EVERY_S and the disk has room."""
     root = cache_dir()
+    if not _due(os.path.join(root, stamp)):
+        return []
     now = time.time()
     entries = [os.path.join(root, sub, name) for sub in folders for name in _names(os.path.join(root, sub))]
     entries += [os.path.join(root, name) for name in _names(root) if name.startswith(zip_prefixes) and
@@ -83,6 +90,23 @@ def prune(folders: Iterable[str] = PRUNED_DIRS, zip_prefixes: Tuple[str, ...] = 
         if _remove(path):
             removed.append(path)
     return removed
+
+
+def _due(stamp: str) -> bool:
+    """Whether a pass is due (see `prune`); if so, `stamp` is touched for the next one to see."""
+    try:
+        recent = time.time() - os.stat(stamp).st_mtime < PRUNE_EVERY_S
+    except OSError:  # no pass yet
+        recent = False
+    if recent and _free_bytes(os.path.dirname(stamp)) >= LOW_DISK_BYTES:
+        return False
+    try:
+        with open(stamp, "a"):
+            pass
+        os.utime(stamp, None)
+    except OSError:  # no cache yet, or one this user cannot write: nothing to remove either way
+        pass
+    return True
 
 
 def _remove(path: str) -> bool:

@@ -360,8 +360,9 @@ def _cache_entries(root):
 
 def test_the_cache_prunes_what_no_agent_used_for_30_days(tmp_path, monkeypatch):
     """Job files, unpacked wheels (and a half-sent one) and agent bundles unused for 30 days go; what was used
-    since, or marked used now, stays; the console's own folders are not the agent's to prune."""
-    from nodeagent.cache import KEEP_UNUSED_S, mark_used, prune
+    since, or marked used now, stays; the console's own folders are not the agent's to prune. The next pass
+    within a day does nothing (the disk has room); a day later it runs."""
+    from nodeagent.cache import KEEP_UNUSED_S, PRUNE_EVERY_S, mark_used, prune
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     root = tmp_path / "cluster-console"
@@ -378,8 +379,13 @@ def test_the_cache_prunes_what_no_agent_used_for_30_days(tmp_path, monkeypatch):
     removed = prune()
     assert sorted(os.path.relpath(p, root) for p in removed) == [
         "agent-old.zip", "jobs/old", os.path.join("wheels", digest), os.path.join("wheels", "b" * 64 + ".123.whl")]
-    assert _cache_entries(root) == ["agent-new.zip", "jobs", "jobs/fresh", "jobs/marked", "nodes", "packages",
-                                    "wheels"]
+    assert _cache_entries(root) == ["agent-new.zip", "agents.pruned", "jobs", "jobs/fresh", "jobs/marked", "nodes",
+                                    "packages", "wheels"]
+    os.utime(root / "jobs" / "fresh", (month_ago, month_ago))
+    assert prune() == [] and (root / "jobs" / "fresh").exists()
+    day_ago = time.time() - PRUNE_EVERY_S - 60
+    os.utime(root / "agents.pruned", (day_ago, day_ago))
+    assert prune() == [str(root / "jobs" / "fresh")]
 
 
 def test_a_cache_on_a_disk_short_of_space_gives_up_its_least_recently_used_entries(tmp_path, monkeypatch):
@@ -430,7 +436,7 @@ def test_an_agent_prunes_its_cache_once_started_and_keeps_what_it_runs_from(tmp_
         assert wait_for(lambda: any("removed 2 cache entries" in line for line in lines), 10), lines
     finally:
         agent.close()
-    assert sorted(p.name for p in root.iterdir()) == [bundle.name, "jobs"]
+    assert sorted(p.name for p in root.iterdir()) == [bundle.name, "agents.pruned", "jobs"]
     assert list((root / "jobs").iterdir()) == []
     assert bundle.stat().st_mtime > time.time() - 600
 
@@ -459,7 +465,8 @@ def test_the_console_prunes_what_it_keeps_in_its_cache(tmp_path, monkeypatch):
                         and not (root / "nodes/n1.json").exists(), 10)
     finally:
         cluster.close()
-    assert sorted(p.name for p in root.iterdir()) == ["dask-code-4567.zip", "jobs", "nodes", "packages"]
+    assert sorted(p.name for p in root.iterdir()) == ["console.pruned", "dask-code-4567.zip", "jobs", "nodes",
+                                                      "packages"]
     assert [p.name for p in (root / "packages").iterdir()] == ["4567"] and (root / "jobs/old").exists()
 
 
