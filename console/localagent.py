@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import types
 from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from console.errors import NodeError
-from nodeagent.forkedprocess import ForkedProcess, close_inherited_fds
 
 if TYPE_CHECKING:
     from console.inventory import Inventory
@@ -42,14 +43,38 @@ each session an equal share of the CPU, so a hundred local agents each in a sess
 the console a hundredth of it (its snapshot then took 0.2 to 2 s of waiting instead of 2 ms)."""
 
 
-class ForkedAgent(ForkedProcess):
+class ForkedAgent:
     """A forked agent, seen as a `subprocess.Popen` of one: its pid, pipes, poll, wait and kill."""
 
     def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes]) -> None:
-        super().__init__(pid, "the local agent")
+        self.pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): gone, as subprocess takes it
+                self.returncode = 0
+                return 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("the local agent", timeout or 0.0)
+            time.sleep(0.005)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
 
 
 AgentProcess = Union[subprocess.Popen, ForkedAgent]
@@ -137,8 +162,7 @@ def _fork(pool: int) -> Tuple[ForkedAgent, str]:
 
 
 _kept_from_the_console: List[Any] = []
-"""In a forked agent: what the console held that the child replaces (its std streams, its __main__, its
-modules)."""
+"""In a forked agent: what the console held that the child replaces (its std streams, its __main__)."""
 
 
 def _serve_as_agent(ends: Tuple[int, int, int], pool: int) -> None:
@@ -155,11 +179,14 @@ def _serve_as_agent(ends: Tuple[int, int, int], pool: int) -> None:
             comm.write(FORKED_NAME)
         for target, fd in enumerate(ends):
             os.dup2(fd, target)
-        close_inherited_fds()
+        for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):  # the console's files are not its
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:  # the listing's own, closed already
+                    pass
         sys.stdin, sys.stdout, sys.stderr = (open(0, "r", closefd=False), open(1, "w", closefd=False),
                                              open(2, "w", closefd=False))
-        console = [name for name in sys.modules if name.split(".")[0] == "console"]
-        _kept_from_the_console.extend(sys.modules.pop(name) for name in console)  # its workers have none
         sys.modules["__main__"] = types.ModuleType("__main__")  # workers it spawns later import no console code
         sys.argv = ["nodeagent", "--pool", str(pool)]
         from nodeagent.__main__ import main

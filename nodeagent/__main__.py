@@ -125,7 +125,7 @@ def main() -> None:
         print(json.dumps(wheel_tags()))
         return
     fds = take_stdio()
-    forker = ForkerLink(fork=True) if os.name == "posix" else None  # every pool forks from it
+    forker = ForkerLink() if os.name == "posix" else None  # one for the agent's life: every pool forks from it
     pool = warm_pool(sys.argv, forker)
     import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
     from rpyc.core.channel import Channel

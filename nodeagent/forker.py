@@ -1,11 +1,10 @@
-"""The forker: a single-threaded process that forks a POSIX agent's workers, so the agent pays one start.
+"""The forker: a fresh interpreter that forks a POSIX agent's workers, so the agent pays one start.
 
 A pool's workers were each a fresh interpreter (its start, `site` and the worker's imports: 50 to 150 ms of CPU
-on a small machine, a second or more on a Pi, once a worker). The agent now has one forker, this loop, from its
-start (a pool outside an agent starts its own), and every worker of every pool is a fork of it: started in a few
-milliseconds, sharing the forker's pages. On Linux the agent's forker is a fork of the agent taken before the
-agent has a thread; otherwise it is a fresh interpreter started without `site`, taking the agent's paths instead
-(nodeagent/sitelater.py). Either way the forker is single-threaded and holds nothing of the agent's (no
+on a small machine, a second or more on a Pi, once a worker). The agent now starts one such interpreter, this
+loop, as it starts (a pool outside an agent starts its own), and every worker of every pool is a fork of it:
+started in a few milliseconds, sharing the interpreter's pages. It starts without `site`, taking the agent's
+paths instead (nodeagent/sitelater.py). The forker is single-threaded and holds nothing of the agent's (no
 protocol fd, no thread, no lock), so a fork of it is as clean as a fresh interpreter; the agent itself never
 forks once it has threads (nodeagent/forkerlink.py is its side).
 
@@ -48,9 +47,7 @@ def serve(control_fd: int, agent_pid: int) -> None:
     from nodeagent.sitelater import adopt
     from nodeagent.worker import die_with_parent, serve_fds  # imported once, here: every worker has it then
 
-    site = os.environ.pop("NODEAGENT_SITE", None)  # a fresh interpreter's; a fork of the agent has its own
-    if site is not None:
-        adopt(site)
+    adopt(os.environ.pop("NODEAGENT_SITE"))
     die_with_parent(agent_pid)
     _name(FORKER_NAME)
     control = _socket.socket(fileno=control_fd)

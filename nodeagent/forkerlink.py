@@ -1,14 +1,9 @@
 """The agent's side of its forker (nodeagent/forker.py): start it, ask it for workers, learn how they ended.
 
-The agent's forker is a fork of the agent itself, taken on Linux first thing, while the agent has no thread
-and nothing open but its protocol's fds (which the forker closes): ready in a millisecond, where a fresh
-interpreter took 40 ms of CPU here and several hundred on a Pi, all of it before the first worker could be
-forked. A forker started later (the first one died, the agent has threads by then), one for a pool outside an
-agent, and every forker off Linux, is a fresh interpreter (`python -S`, nodeagent/sitelater.py).
-
 `ForkerLink.spawn` does not wait for the forker: it sends the worker's pipe ends and returns a
 `ForkedWorker` at once (the pool may write the worker's first tasks into its pipe before the worker
-exists). The worker's sentinel is a pipe whose only write end the worker holds: it is ready once
+exists), so starting the forker costs the agent one `Popen`, while the forker's interpreter comes up beside the
+agent's own imports. The worker's sentinel is a pipe whose only write end the worker holds: it is ready once
 the worker is gone, however it went, and even if the forker never got to fork it.
 """
 
@@ -20,10 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-import types
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
-from nodeagent.forkedprocess import ForkedProcess, close_inherited_fds
 from nodeagent.sitelater import described
 
 __all__ = ["ForkerLink", "ForkedWorker", "readable"]
@@ -37,15 +30,13 @@ PID_WAIT_S = 10.0
 class ForkerLink:
     """One forker process, started at once, and what it said: its workers' pids and exit codes."""
 
-    def __init__(self, fork: bool = False) -> None:
-        """`fork`: the caller is an agent's start, which may be forked (see the module's docstring) if it still
-        has a single thread."""
+    def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        try:
-            if fork and sys.platform.startswith("linux") and threading.active_count() == 1:
-                self._popen: "Union[subprocess.Popen, ForkedProcess]" = _fork_forker(theirs.fileno())
-            else:
-                self._popen = _start_forker(theirs.fileno())
+        code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
+                "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), os.getpid()))
+        env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described())
+        try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
+            self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env)
         except BaseException:
             ours.close()
             raise
@@ -156,34 +147,6 @@ class ForkerLink:
         for line in lines:
             verb, ident, number = line.split()
             (self._pids if verb == b"pid" else self._exits)[int(ident)] = int(number)
-
-
-def _start_forker(control_fd: int) -> subprocess.Popen:
-    """A fresh interpreter serving as a forker on `control_fd`, with this one's paths."""
-    code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
-            "from nodeagent.forker import serve; serve(%d, %d)" % (control_fd, os.getpid()))
-    env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described())
-    # the agent's path goes in the environment: a command line naming it would pass for the agent's
-    return subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(control_fd,), env=env)
-
-
-def _fork_forker(control_fd: int) -> ForkedProcess:
-    """This process, forked, serving as a forker on `control_fd`: it keeps no other fd of this process's,
-    and a `__main__` of its own (a job's multiprocessing would otherwise run the agent's in its children)."""
-    agent = os.getpid()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # or the child's copies of these buffers would reach the log again
-    pid = os.fork()
-    if pid == 0:
-        try:
-            close_inherited_fds(control_fd)
-            sys.modules["__main__"] = types.ModuleType("__main__")
-            from nodeagent.forker import serve
-
-            serve(control_fd, agent)
-        finally:
-            os._exit(1)
-    return ForkedProcess(pid, "the agent's forker")
 
 
 def readable(fd: int, timeout: float) -> bool:

@@ -488,16 +488,14 @@ def _one_chunk(agent, chunk):
 
 
 def test_a_killed_forker_is_replaced_for_the_agents_next_pools():
-    """The agent's forker (a fork of the agent at its start: the agent's command line) is SIGKILLed between
-    chunks: the next job's pool is forked by a new forker the agent keeps (a fresh `python -S`, the agent having
-    threads by then), and the job after that by the same one."""
+    """The agent's forker is SIGKILLed between chunks: the next job's pool is forked by a new forker the agent
+    keeps, and the job after that by the same one."""
     agent = start_local_agent(sys.executable, lambda line: None, pool=2)
     try:
         pid = agent.hello()["pid"]
         assert agent.start_job(SLOW_SQUARES) == 2
         assert _one_chunk(agent, 0) == [(0, "ok")]
         [killed] = _forkers(pid)
-        assert killed.cmdline() == psutil.Process(pid).cmdline()
         killed.kill()
         assert _wait(lambda: not _forkers(pid)), "the forker outlived SIGKILL"
         agent.end_job()
@@ -506,7 +504,6 @@ def test_a_killed_forker_is_replaced_for_the_agents_next_pools():
         assert _wait(lambda: len(_forkers(pid)) == 1), "no new forker"
         [new] = _forkers(pid)
         assert new.pid != killed.pid and {psutil.Process(w).ppid() for w in pool_workers(pid)} == {new.pid}
-        assert new.cmdline()[1:3] == ["-S", "-c"]
         agent.end_job()
         assert agent.start_job(SLOW_SQUARES._replace(workers=3)) == 3
         assert _one_chunk(agent, 2) == [(2, "ok")]
