@@ -65,11 +65,15 @@ class ForkedAgent:
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
+        """Its exit code, polled as `Popen.wait` polls: at once, then less and less often (an agent whose log
+        has just ended is seen gone within a millisecond, not the next 5 ms poll)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired("the local agent", timeout or 0.0)
-            time.sleep(0.005)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
         return self.returncode  # type: ignore[return-value]
 
     def kill(self) -> None:
