@@ -4,7 +4,7 @@ Before:  with multiprocessing.Pool() as pool: total = sum(pool.map(random_sum, r
 After:   with connect() as cluster:           total = sum(cluster.map(random_sum, range(SEEDS)))
 
 `random_sum` lives in this script's __main__, so it travels by value (cloudpickle).
-Run: python examples/pool_randsum.py [inventory.toml]
+Run: python examples/pool_randsum.py [inventory.toml [seeds]]   (200 seeds of 100,000 integers unless told)
 """
 
 import random
@@ -23,6 +23,7 @@ def random_sum(seed: int) -> int:
 
 
 if __name__ == "__main__":
+    seeds = int(sys.argv[2]) if len(sys.argv) > 2 else SEEDS
     with connect(sys.argv[1] if len(sys.argv) > 1 else None, progress=True) as cluster:
-        total = sum(cluster.map(random_sum, range(SEEDS)))
-    print(f"sum of {SEEDS * PER_SEED:,} random integers: {total}")
+        total = sum(cluster.map(random_sum, range(seeds)))
+    print(f"sum of {seeds * PER_SEED:,} random integers: {total}")

@@ -80,7 +80,7 @@ class _Worker:
         self.tasks: Deque[Task] = deque()
         """Sent to it, in order: the first runs, the others wait in its pipe."""
         self.sizes: Deque[int] = deque()
-        """The bytes each of `tasks` took in its pipe."""
+        """The bytes each of `tasks` took in its pipe (`sent`, `ended` and `forget` keep the two in step)."""
         self.started = 0.0
         """When the first of `tasks` started (as the agent saw it)."""
         self.last_s: Optional[float] = None
@@ -92,6 +92,23 @@ class _Worker:
     def task(self) -> Optional[Task]:
         """The task it is running, if any."""
         return self.tasks[0] if self.tasks else None
+
+    def sent(self, task: Task, size: int) -> None:
+        """`task`, of `size` bytes, is written to its pipe now."""
+        if not self.tasks:
+            self.started = time.monotonic()
+        self.tasks.append(task)
+        self.sizes.append(size)
+
+    def ended(self) -> Task:
+        """The task it was running is over (the next in its pipe, if any, runs now): that task."""
+        self.sizes.popleft()
+        return self.tasks.popleft()
+
+    def forget(self) -> None:
+        """Nothing sent to it is its any more (it is being replaced)."""
+        self.tasks.clear()
+        self.sizes.clear()
 
     def may_take_next(self, size: int) -> bool:
         """Whether a task of `size` bytes may wait in its pipe behind those it has: one behind a short chunk,
@@ -283,8 +300,7 @@ class ChunkPool:
         with self._lock:
             self._pending.extendleft(reversed([t for t in worker.tasks if t.chunk not in self._unwanted]))
             self._unwanted.difference_update(t.chunk for t in worker.tasks)
-        worker.tasks.clear()
-        worker.sizes.clear()
+        worker.forget()
         self._workers[self._workers.index(worker)] = self._start_worker(worker.slot)
         self.replaced += 1
 
@@ -292,8 +308,7 @@ class ChunkPool:
                 tb: str = "", seconds: Optional[float] = None) -> None:
         if not worker.tasks:
             return
-        task = worker.tasks.popleft()
-        worker.sizes.popleft()
+        task = worker.ended()
         now = time.monotonic()
         if seconds is None:
             seconds = now - worker.started
@@ -356,8 +371,7 @@ class ChunkPool:
             victims = [w for w in self._workers if w.tasks and w.tasks[0].chunk in cancelled]
             self._unwanted.update(t.chunk for w in self._workers for t in list(w.tasks)[1:] if t.chunk in cancelled)
         for worker in victims:
-            worker.tasks.popleft()
-            worker.sizes.popleft()
+            worker.ended()
             self._replace(worker)
 
     def _assign(self) -> None:
@@ -373,10 +387,7 @@ class ChunkPool:
                 if worker is None:
                     return
                 self._pending.popleft()
-            if not worker.tasks:
-                worker.started = time.monotonic()
-            worker.tasks.append(task)
-            worker.sizes.append(len(message))
+            worker.sent(task, len(message))
             try:
                 worker.inbox.send_bytes(message)
             except (OSError, EOFError):

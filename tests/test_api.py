@@ -157,7 +157,7 @@ def test_a_cluster_without_a_usable_node_breaks_with_the_reason(tmp_path):
 
 def test_the_pool_map_example_by_value_from_a_scripts_main():
     """examples/pool_randsum.py: its function lives in the script's __main__ and travels by value."""
-    proc = subprocess.run([sys.executable, "examples/pool_randsum.py", str(LOCAL)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "examples/pool_randsum.py", str(LOCAL), "40"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"random integers: {expected(range(200))}" in proc.stdout
+    assert f"sum of 4,000,000 random integers: {expected(range(40))}" in proc.stdout
