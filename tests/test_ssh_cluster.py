@@ -5,6 +5,7 @@ runs it as the command of each SSH session. Needs root and sshd (skips with
 the reason otherwise; .ci/install-test-tools installs sshd in CI).
 """
 
+import functools
 import json
 import os
 import posixpath
@@ -28,7 +29,9 @@ OLDEST = next((p for p in ("/root/.pyenv/versions/3.9.18/bin/python3", "/usr/bin
 """The oldest Python 3.9+ here without psutil: node3 runs its agent on it (metrics from the fallback)."""
 
 
+@functools.lru_cache(maxsize=None)
 def expected_factorisation():
+    """The example's answer computed here (~8 s of CPU), once for the three engines' tests that check it."""
     merged = {}
     for n in NUMBERS:
         merged.update({str(k): v for k, v in factorize(n).items()})
