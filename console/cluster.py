@@ -243,8 +243,9 @@ class Cluster:
 
 
 CONSOLE_CACHE = (("packages", "nodes"), ("dask-code-",), "console.pruned")
-"""What the console keeps in this machine's cache, pruned as agents prune theirs: resolved wheels per platform,
-what nodes were found to be, the Dask workers' code."""
+"""`prune`'s arguments for what the console keeps in this machine's cache, pruned as agents prune theirs: resolved
+wheels per platform, what nodes were found to be, the Dask workers' code; and the stamp of the console's last
+pass (apart from the agents', which prune other entries)."""
 
 
 def open_cluster(inventory: Inventory, engine: Optional[str] = None) -> Cluster:
