@@ -1,43 +1,26 @@
-"""One running agent and the RPyC connection to it, whatever carries it.
+"""One running agent, as the console sees it: plain calls, plain data, whatever carries them.
 
-`AgentLink` wraps the connection with one method per exposed agent method;
-only bytes cross, encoded and decoded by nodeagent/wire.py, so nothing an
-agent sends can run code here. Every frame the agent sends is bounded
-(`BoundedChannel`, compressed frames included), and whatever breaks the
-protocol becomes a `WireError`. `start_local_agent` runs the agent as a child
-process speaking over its pipes; SSH nodes get the same `AgentLink` over their
-session channel (console/bootstrap.py).
+`AgentLink` has one method per agent method; only bytes cross, encoded and
+decoded by nodeagent/wire.py, so nothing an agent sends can run code here.
+Two carriers: RPyC to an agent process, over its pipes or an SSH session's
+channel (console/rpyclink.py), and direct calls to the local node's `Agent`
+in the console's own process (console/localnode.py, for `console run`).
 """
 
 from __future__ import annotations
 
 import pickle
-import subprocess
 import threading
-import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
-import nodeagent.rpyc_without_ssl  # noqa: F401  (before rpyc, see there)
-import rpyc
-from rpyc.core import consts
-from rpyc.core.channel import Channel
-from rpyc.core.async_ import AsyncResult
-from rpyc.core.netref import asyncreq, syncreq
-from rpyc.core.stream import PipeStream, Stream
-from rpyc.utils.factory import connect_channel
-
 from console.errors import NodeError
-from console.localagent import launch
 from nodeagent import wire
 from nodeagent.wire import ChunkItems, Collected, JobSettings, MetricsSample, WireError
 
-__all__ = ["AgentLink", "BoundedChannel", "Progress", "start_local_agent", "pump_lines", "DEFAULT_REPLY_LIMIT"]
+__all__ = ["AgentLink", "Answer", "Progress", "pump_lines", "reply_too_large", "DEFAULT_REPLY_LIMIT",
+           "AGENT_SILENCE_EXIT_S"]
 
-CALL_TIMEOUT_S = 10.0
-"""A call not answered in this time means the node is gone (every call is quick)."""
-HELLO_TIMEOUT_S = 30.0
-"""The first calls wait longer: a fresh agent on a slow or busy node is still importing."""
 AGENT_SILENCE_EXIT_S = 60.0
 """An agent that hears nothing from the console for this long exits (the console calls every second)."""
 WHEEL_PART = 2 ** 20
@@ -56,6 +39,20 @@ class Progress(Protocol):
         """One line of the agent's log."""
 
 
+class Answer(Protocol):
+    """A call's answer that may still be on its way: `value` waits for it."""
+
+    @property
+    def value(self) -> Any:
+        """The answer (raises what the call raised)."""
+
+
+def reply_too_large(size: int, limit: int) -> WireError:
+    """The error of a reply over the job's limit (max_reply_mb), the same whatever carried it."""
+    return WireError(f"it sent a reply of {size / 2 ** 20:.1f} MB, over the limit of {limit / 2 ** 20:.1f} MB "
+                     "(max_reply_mb in the job file)")
+
+
 def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thread:
     """Feed each line of `source` to `sink` from a daemon thread until EOF, as `wire.shown` lets it be printed."""
 
@@ -68,78 +65,30 @@ def pump_lines(source: IO[bytes], sink: Callable[[str], None]) -> threading.Thre
     return thread
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 2 ** 20:.1f} MB"
-
-
-class BoundedChannel(Channel):
-    """rpyc's channel, refusing a frame over `limit` bytes before reading it, and inflating none past it."""
-
-    __slots__ = ["limit"]
-
-    def __init__(self, stream: Stream, limit: int) -> None:
-        super().__init__(stream, compress=False)  # as the agent's: zlib costs more CPU than a LAN saves
-        self.limit = limit
-
-    def recv(self) -> bytes:
-        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
-        if length > self.limit:
-            raise WireError(f"it sent a reply of {_megabytes(length)}, over the limit of {_megabytes(self.limit)} "
-                            "(max_reply_mb in the job file)")
-        data = self.stream.read(length + len(self.FLUSHER))
-        if not data.endswith(self.FLUSHER):
-            raise WireError("its stream is out of step (a frame without its end mark)")
-        data = data[:-len(self.FLUSHER)]
-        if not compressed:
-            return data
-        inflater = zlib.decompressobj()
-        try:
-            data = inflater.decompress(data, self.limit + 1)
-        except zlib.error as exc:
-            raise WireError(f"it sent a compressed frame that does not inflate ({exc})") from None
-        if len(data) > self.limit or inflater.unconsumed_tail:
-            raise WireError(f"it sent a compressed reply inflating past the limit of {_megabytes(self.limit)} "
-                            "(max_reply_mb in the job file)")
-        if not inflater.eof:
-            raise WireError("it sent a compressed frame cut short")
-        return data
-
-
 class AgentLink:
-    """The console's handle on one agent: plain calls, plain data."""
+    """The console's handle on one agent: plain calls, plain data. A carrier supplies `_call`,
+    `_call_unanswered` and `close`."""
 
-    def __init__(self, stream: Stream, close_transport: Callable[[], None]) -> None:
-        self._channel = BoundedChannel(stream, DEFAULT_REPLY_LIMIT)
-        self._conn = connect_channel(
-            self._channel, service=rpyc.VoidService,
-            config={"sync_request_timeout": HELLO_TIMEOUT_S, "allow_pickle": False},
-        )
-        self._stream = stream
-        self._close_transport = close_transport
-        self._root = self._conn.root
+    reply_limit = DEFAULT_REPLY_LIMIT
+    """Bytes one reply may hold; a larger one is refused unread (WireError)."""
+
+    def __init__(self) -> None:
         self.info: Dict[str, Any] = {}
         """The agent's answer to hello, once it came."""
         self.facts: Dict[str, Any] = {}
-        """What the launcher learnt: shell, python, bundle "uploaded"/"written"/"cached"."""
-
-    @property
-    def reply_limit(self) -> int:
-        """Bytes one reply may hold; a larger one is refused unread (WireError)."""
-        return self._channel.limit
-
-    @reply_limit.setter
-    def reply_limit(self, limit: int) -> None:
-        self._channel.limit = limit
+        """What the launcher learnt: shell, python, bundle "uploaded"/"written"/"cached"/"in-process"."""
 
     def _call(self, method: str, *args: Any) -> Any:
-        """Call an exposed method in one round trip (rpyc's getattr-then-call would take two, and a third
-        message to drop the method's reference); a reply rpyc cannot read is the node's protocol violation."""
-        try:
-            return syncreq(self._root, consts.HANDLE_CALLATTR, method, args, ())
-        except (EOFError, TimeoutError, WireError):
-            raise
-        except Exception as exc:  # garbage frames, netrefs where bytes belong, a remote error
-            raise WireError(f"its reply to {method} broke the protocol ({type(exc).__name__}: {exc})") from None
+        """The agent's `method` called with `args`: its answer."""
+        raise NotImplementedError
+
+    def _call_unanswered(self, method: str, *args: Any) -> Answer:
+        """The agent's `method` called with `args`, its answer not waited for."""
+        raise NotImplementedError
+
+    def close(self, graceful: bool = True) -> None:
+        """End the session: the agent closes its pool and exits (`graceful` False: the link is known dead)."""
+        raise NotImplementedError
 
     def hello(self, silence_exit_s: float = AGENT_SILENCE_EXIT_S) -> Dict[str, Any]:
         """The node's description; raises NodeError when its protocol differs."""
@@ -147,7 +96,6 @@ class AgentLink:
             info = wire.decode_info(self._call("hello", wire.PROTOCOL_VERSION, silence_exit_s))
         except wire.ProtocolMismatch as exc:
             raise NodeError(f"{exc}; run 'console bootstrap' to deploy the console's own agent.") from None
-        self._conn._config["sync_request_timeout"] = CALL_TIMEOUT_S
         self.info = info._asdict()
         return self.info
 
@@ -155,16 +103,14 @@ class AgentLink:
         """Give the agent a job's settings and wait for its answer: its pool size."""
         return self.started(self.start_job_unanswered(settings))
 
-    def start_job_unanswered(self, settings: JobSettings) -> AsyncResult:
+    def start_job_unanswered(self, settings: JobSettings) -> Answer:
         """Give the agent a job's settings without waiting for its answer: it answers calls in the order they
         came, so the chunks sent next run under this job, and the answer is in once a later call's is. Saves a
         round trip a node at each job's start. `started` reads the answer."""
-        answer = asyncreq(self._root, consts.HANDLE_CALLATTR, "start_job", (pickle.dumps(tuple(settings)),), ())
-        answer.set_expiry(CALL_TIMEOUT_S)
-        return answer
+        return self._call_unanswered("start_job", pickle.dumps(tuple(settings)))
 
     @staticmethod
-    def started(answer: AsyncResult) -> int:
+    def started(answer: Answer) -> int:
         """The pool size `start_job_unanswered` was answered with: in once a later call was answered (else this
         waits for it, up to the call timeout)."""
         try:
@@ -217,39 +163,3 @@ class AgentLink:
     def cancel(self, chunks: Sequence[int]) -> None:
         """Drop these chunks on the agent."""
         self._call("cancel", tuple(chunks))
-
-    def close(self, graceful: bool = True) -> None:
-        """End the session: the agent closes its pool and exits when its stream ends, so nothing here waits
-        on an answer. A link known dead (`graceful` False) is cut without rpyc's goodbye."""
-        if not graceful:
-            self._stream.close()  # so rpyc's close does not wait a call timeout on a dead link
-        try:
-            self._conn.close()
-        except Exception:
-            pass
-        self._close_transport()
-
-
-def start_local_agent(python: str, log: Callable[[str], None], pool: int = 0) -> AgentLink:
-    """Run the agent bundle here as a child process (or adopt the one `console run` started early) and
-    connect over its pipes; `pool` workers start at once (a job follows)."""
-    proc, bundle_state = launch(python, pool)
-    log_pump = pump_lines(proc.stderr, log)
-
-    def close() -> None:
-        for pipe in (proc.stdin, proc.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        log_pump.join(5)  # its log ends when the agent and its workers exit: sooner than polling for the exit
-        try:
-            proc.wait(1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    link = AgentLink(PipeStream(proc.stdout, proc.stdin), close)
-    link.facts["bundle"] = bundle_state
-    return link
-

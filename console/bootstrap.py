@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from console.agentlink import AgentLink, Progress, pump_lines
+from console.rpyclink import RpycLink
 from console.atomicfile import write_atomically
 from console.bundle import bundle
 from console.errors import NodeError
@@ -333,7 +334,7 @@ def _start_agent(conn: NodeConnection, facts: NodeFacts, session: Progress, warm
         conn.close()
 
     try:
-        link = AgentLink(ChannelStream(channel), close)
+        link = RpycLink(ChannelStream(channel), close)
     except BaseException:
         channel.close()
         raise

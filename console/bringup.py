@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from console.agentlink import AgentLink, start_local_agent
+from console.agentlink import AgentLink
+from console.rpyclink import start_local_agent
 from console.bundle import local_bundle
 from console.errors import ConsoleError
 from console.inventory import Node, PackageSource

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from console.headless import PlainView
+    from console.inventory import Inventory
     from console.jobspec import JobSpec
     from console.liveview import LiveView
+    from console.localnode import ServedHere
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -181,16 +183,23 @@ def main(argv: Optional[List[str]] = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`console run JOB`: the job headless, results to a file."""
     inventory = load_inventory(args.inventory or default_inventory())
-    from console.localagent import start_local_agents
+    from console import localnode
 
-    start_local_agents(inventory, args.engine, fork=True)  # up while the rest of the console is imported
+    served = localnode.start(inventory, args.engine)  # its workers come up while the rest of the console is imported
+    try:
+        return _run(args, inventory, served)
+    finally:
+        served.close()
+
+
+def _run(args: argparse.Namespace, inventory: Inventory, served: ServedHere) -> int:
     from console.cluster import NO_USABLE_NODE, open_cluster
     from console.headless import summarize
     from console.jobspec import load_job
 
     spec = load_job(args.job, args.output)
     shown = _view(sys.stderr if args.json else sys.stdout)
-    cluster = open_cluster(inventory, args.engine)
+    cluster = open_cluster(inventory, args.engine, served)
     try:
         run = cluster.start_job(spec, resume=args.resume)
         cluster.bootstrap()

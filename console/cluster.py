@@ -21,7 +21,7 @@ import threading
 import traceback
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from console.backends import Backend
 from console.backends.agents import AgentBackend
@@ -35,6 +35,9 @@ from console.scheduler import (
 )
 from console.snapshot import ClusterSnapshot, FailureRecord
 from nodeagent.cache import prune
+
+if TYPE_CHECKING:
+    from console.localnode import ServedHere
 
 __all__ = ["Cluster", "NO_USABLE_NODE", "PREFETCH", "open_cluster"]
 
@@ -248,13 +251,14 @@ wheels per platform, what nodes were found to be, the Dask workers' code; and th
 pass (apart from the agents', which prune other entries)."""
 
 
-def open_cluster(inventory: Inventory, engine: Optional[str] = None) -> Cluster:
-    """The cluster of the inventory's nodes, or of the Dask cluster that `engine` or its [engine] names; what the
-    console keeps in its cache and has not used for 30 days goes meanwhile."""
+def open_cluster(inventory: Inventory, engine: Optional[str] = None, served: Optional[ServedHere] = None) -> Cluster:
+    """The cluster of the inventory's nodes (`served`: the local ones this process serves itself), or of the Dask
+    cluster that `engine` or its [engine] names; what the console keeps in its cache and has not used for 30 days
+    goes meanwhile."""
     threading.Thread(target=prune, args=CONSOLE_CACHE, name="cache", daemon=True).start()
     engine = engine or inventory.engine
     if not engine:
-        return Cluster(inventory.nodes, packages=inventory.packages)
+        return Cluster(inventory.nodes, backend=AgentBackend(inventory.nodes, served), packages=inventory.packages)
     if not engine.startswith(("dask://", "tcp://", "tls://")):
         raise UsageError(f"engine {engine!r}: give a Dask scheduler as dask://host:8786 (or tcp://host:8786).")
     from console.backends.dask import DaskBackend

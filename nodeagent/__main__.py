@@ -20,11 +20,10 @@ import os
 import sys
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from nodeagent.forkerlink import ForkerLink
-from nodeagent.stdio import log, take_stdio
+from nodeagent.stdio import describe_threads, log, take_stdio
 
 if TYPE_CHECKING:
     from nodeagent.pool import ChunkPool
@@ -44,7 +43,7 @@ def warm_pool(argv: List[str], forker: Optional[ForkerLink]) -> "Optional[ChunkP
 
 
 def _pool_failed(trace: str) -> None:
-    from nodeagent.service import pool_failed
+    from nodeagent.agent import pool_failed
 
     pool_failed(trace)
 
@@ -83,7 +82,7 @@ def watch(service: Any, clock: RequestClock) -> None:
         silent = now - service.last_call
         if silent > service.silence_exit_s:
             log("no word from the console in %d s, exiting" % silent)
-            service.on_disconnect(None)
+            service.close()
             os._exit(0)
 
 
@@ -102,17 +101,6 @@ def keep_cache(service: Any) -> None:
     while True:
         time.sleep(MARK_USED_EVERY_S)
         mark_used(own + service.in_use())
-
-
-def describe_threads(depth: int = 5) -> List[str]:
-    """One line a thread: its name and innermost frames, innermost first (fits the console's log tail)."""
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
-    lines = []
-    for ident, frame in sys._current_frames().items():
-        frames = traceback.extract_stack(frame)[-depth:]
-        lines.append("%s: %s" % (names.get(ident, ident), " < ".join(
-            "%s:%d %s" % (os.path.basename(f.filename), f.lineno, f.name) for f in reversed(frames))))
-    return lines
 
 
 def main() -> None:
@@ -148,7 +136,7 @@ def main() -> None:
     threading.Thread(target=keep_cache, args=(service,), name="cache", daemon=True).start()
     serve_until_closed(conn, stream, clock)
     conn.close()
-    service.on_disconnect(conn)
+    service.close()
     log("console gone, exiting")
     sys.stderr.flush()
     os._exit(0)  # nothing is left to tear down: the pool is closed, the log flushed; the console waits for this

@@ -30,13 +30,24 @@ PID_WAIT_S = 10.0
 class ForkerLink:
     """One forker process, started at once, and what it said: its workers' pids and exit codes."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: Optional[int] = None, own_group: bool = False) -> None:
+        """`output`: the fd the forker and its workers write their stdout and stderr to (None: this process's,
+        an agent's log). `own_group`: the forker leaves this process's group, so a terminal's Ctrl-C
+        reaches neither it nor its workers (an agent process has left it already)."""
+        self._output = output
+        self._own_group = own_group
         ours, theirs = socket.socketpair()
         code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
                 "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), os.getpid()))
-        env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described())
+        env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described(),
+                   PYTHONIOENCODING="utf-8:backslashreplace")  # what the workers print reaches a log as it is
+        group = {}
+        if own_group:
+            group = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
         try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
-            self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env)
+            self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env,
+                                           stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                           **group)
         except BaseException:
             ours.close()
             raise
@@ -52,6 +63,10 @@ class ForkerLink:
         self._gone = False
         self._pids: Dict[int, int] = {}
         self._exits: Dict[int, int] = {}
+
+    def again(self) -> "ForkerLink":
+        """A new forker like this one, for one that was killed."""
+        return ForkerLink(self._output, self._own_group)
 
     def alive(self) -> bool:
         """Whether the forker can still fork: running, its socket open."""

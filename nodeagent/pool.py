@@ -266,7 +266,7 @@ class ChunkPool:
         if not self._forker.alive():  # killed, say: its workers went with it, and a new one forks theirs
             if self._owns_forker:
                 self._forker.close()
-            self._forker, self._owns_forker = ForkerLink(), True
+            self._forker, self._owns_forker = self._forker.again(), True
         task_fd, ours_w = os.pipe()
         ours_r, reply_fd = os.pipe()
         ends = PipeEnds(ours_r, ours_w)  # replies read, tasks written

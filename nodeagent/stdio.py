@@ -4,20 +4,26 @@
 fd 1 at stderr (so whatever a job prints lands in the agent's log) and fd 0 at
 the null device. It runs before the agent's warm pool starts its workers, so no
 worker ever inherits the protocol's fds; nodeagent/stream.py builds the stream.
-`log` writes one line of that log.
+`log` writes one line of that log, `describe_threads` says where every
+thread is, for it.
 """
 
 import os
 import sys
 import time
-from typing import Tuple
+from typing import List, Tuple
 
-__all__ = ["take_stdio", "log"]
+__all__ = ["take_stdio", "log", "log_line", "describe_threads"]
+
+
+def log_line(message: str) -> str:
+    """One line of a node's log: when, who, what."""
+    return "%s agent[%d]: %s" % (time.strftime("%H:%M:%S"), os.getpid(), message)
 
 
 def log(message: str) -> None:
     """One line on the agent's stderr, which the console shows as the node's log."""
-    sys.stderr.write("%s agent[%d]: %s\n" % (time.strftime("%H:%M:%S"), os.getpid(), message))
+    sys.stderr.write(log_line(message) + "\n")
     sys.stderr.flush()
 
 
@@ -35,3 +41,17 @@ def take_stdio() -> Tuple[int, int]:
         if hasattr(text, "reconfigure"):
             text.reconfigure(encoding="utf-8", errors="backslashreplace")
     return in_fd, out_fd
+
+
+def describe_threads(depth: int = 5) -> List[str]:
+    """One line a thread: its name and innermost frames, innermost first (fits the console's log tail)."""
+    import threading
+    import traceback
+
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    lines = []
+    for ident, frame in sys._current_frames().items():
+        frames = traceback.extract_stack(frame)[-depth:]
+        lines.append("%s: %s" % (names.get(ident, ident), " < ".join(
+            "%s:%d %s" % (os.path.basename(f.filename), f.lineno, f.name) for f in reversed(frames))))
+    return lines

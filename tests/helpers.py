@@ -14,8 +14,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import psutil
 import pytest
 
-from console.localagent import FORKED_NAME
-from nodeagent.forker import FORKER_NAME
+from nodeagent.forker import FORKER_NAME, WORKER_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = Path(__file__).resolve().parent / "jobfiles" / "faulty.py"
@@ -101,9 +100,10 @@ def is_forker(proc: psutil.Process) -> bool:
 
 
 def is_agent(proc: psutil.Process) -> bool:
-    """Whether a process (from process_iter with "name" and "cmdline") is a local agent: the bundle run by a
-    Python, or a `console run` forked."""
-    return (proc.info["name"] == FORKED_NAME
+    """Whether a process (from process_iter with "name" and "cmdline") is a local node's: an agent (the bundle
+    run by a Python), or a pool's forker or worker (`console run` serves its local node in its own process, the
+    forker its child)."""
+    return (proc.info["name"] in (FORKER_NAME.decode(), WORKER_NAME.decode())
             or "cluster-console/agent-" in " ".join(proc.info["cmdline"] or ()))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers import results, run_console, wait_for, write_job
-from console import agentlink
+from console import rpyclink
 from console.backends import agents
 from console.cluster import Cluster
 from console.inventory import Node
@@ -218,7 +218,7 @@ def test_chunks_queued_for_a_lost_link_run_once_on_the_next(tmp_path, monkeypatc
     job, _, env, marker = setup(tmp_path, "stall-metrics-once")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(agentlink, "CALL_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(rpyclink, "CALL_TIMEOUT_S", 2.0)
     cluster = Cluster([Node("evil", transport="local", workers=1, python=str(tmp_path / "evil-python"))])
     try:
         cluster.start_job(load_job(job))

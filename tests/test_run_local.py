@@ -4,7 +4,6 @@ Every test runs the real CLI in a child process, the way a user does, and
 checks the exact numbers in the results file.
 """
 
-import gc
 import json
 import os
 import signal
@@ -121,11 +120,13 @@ def test_worker_that_exits_fails_only_its_chunk(tmp_path):
 
 
 def test_job_that_prints_does_not_corrupt_the_stream(tmp_path):
-    """print() and raw writes to fd 1 in the job land in the agent's log, not the protocol."""
+    """print() and raw writes to fd 1 in the job land in the node's log, not the protocol nor the console's
+    own output."""
     job = write_job(tmp_path, function="faulty:noisy", items=range(50), chunk_size=5)
     proc = run_console("run", str(job))
     assert proc.returncode == 0, proc.stderr
     assert results(job)["result"] == [x * x for x in range(50)]
+    assert "noise" not in proc.stdout + proc.stderr and "raw bytes" not in proc.stdout + proc.stderr
 
 
 def test_many_trivial_items_are_batched(tmp_path):
@@ -158,26 +159,23 @@ def probe(x):
     def parent(pid):
         with open("/proc/%d/stat" % pid) as stat:
             return int(stat.read().rsplit(")", 1)[1].split()[1])
-
-    forker = os.getppid()
-    agent = parent(forker)
-    fds = {{os.readlink("/proc/%d/fd/%s" % (agent, fd)).split(":")[0] for fd in os.listdir("/proc/%d/fd" % agent)}}
     def name(pid):
         with open("/proc/%d/comm" % pid) as comm:
             return comm.read().strip()
 
-    return {{"agent": name(agent), "agent_parent": parent(agent), "agent_fds": sorted(fds), "forker": name(forker),
+    forker = os.getppid()
+    return {{"forker": name(forker), "forker_parent": parent(forker), "own_group": os.getpgid(forker) == forker,
             "worker": name(os.getpid()), "frozen": gc.get_freeze_count() > 0,
             "console_modules": sorted(m for m in sys.modules if m.split(".")[0] == "console")}}
 """
 
 
-def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_console_code(tmp_path):
-    """On Linux `console run` forks its local agent (an interpreter already up, site read): a child of the
-    console named console-agent, holding pipes, /dev/null and the socketpair to its pool's forker only, none of
-    the console's files. The worker that replaces one the job's os._exit killed is forked by the forker (a
-    fresh interpreter named agent-forker, not the agent), is named agent-worker and imports no console module;
-    what it shares with the forker is frozen out of its garbage collector (a full collection would copy it)."""
+def test_console_run_serves_its_local_node_itself_and_a_worker_spawned_later_runs_no_console_code(tmp_path):
+    """`console run` serves its local node in its own process: no agent process, the pool's forker (a fresh
+    interpreter named agent-forker) a child of the console, in a process group of its own (a terminal's Ctrl-C
+    reaches the console alone). The worker that replaces one the job's os._exit killed is forked by the forker,
+    is named agent-worker and imports no console module; what it shares with the forker is frozen out of its
+    garbage collector (a full collection would copy it)."""
     (tmp_path / "probe.py").write_text(PROBE.format(mark=str(tmp_path / "exited")))
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 1\n')
@@ -188,41 +186,9 @@ def test_console_run_forks_its_local_agent_and_a_worker_spawned_later_runs_no_co
     assert console.returncode == 0, stderr
     doc = json.loads(stdout.splitlines()[-1])
     [retried] = doc["result"]
-    assert retried == {"agent": "console-agent", "agent_parent": console.pid,
-                       "agent_fds": ["/dev/null", "pipe", "socket"], "forker": "agent-forker", "worker": "agent-worker",
-                       "frozen": True, "console_modules": []}
+    assert retried == {"forker": "agent-forker", "forker_parent": console.pid, "own_group": True,
+                       "worker": "agent-worker", "frozen": True, "console_modules": []}
     assert doc["retried_attempts"] == 1
-
-
-def test_a_forked_agent_never_collects_the_consoles_garbage_which_would_close_its_own_fds(monkeypatch):
-    """A console file left in a reference cycle when the agent forks is never collected in the agent: its fd's
-    number is the agent's own by then (a worker's sentinel, once, under a test process's garbage)."""
-    from console import localagent
-
-    def agent_main():  # in the child, in place of the agent: take the number the console's file had, then collect
-        os.dup2(os.open(os.devnull, os.O_RDONLY), planted)
-        gc.collect()
-        try:
-            os.fstat(planted)
-            os.write(1, b"kept")
-        except OSError:
-            os.write(1, b"closed by the console's garbage")
-
-    monkeypatch.setattr("nodeagent.__main__.main", agent_main)
-    gc.disable()  # the cycle stays uncollected until the fork
-    try:
-        garbage = [open(os.devnull, "rb")]
-        planted = garbage[0].fileno()
-        garbage.append(garbage)
-        del garbage
-        agent, state = localagent._fork(0)
-    finally:
-        gc.enable()
-    assert state == "forked"
-    assert agent.stdout.read() == b"kept"
-    assert agent.wait(10) == 1  # _serve_as_agent's os._exit(1) once main returned
-    for stream in (agent.stdin, agent.stdout, agent.stderr):
-        stream.close()
 
 
 def test_console_run_off_a_terminal_prints_plain_lines_and_imports_no_rich(tmp_path):
@@ -293,7 +259,8 @@ def agents_of(pid):
 
 
 def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):
-    """SIGKILL the console mid-job: its agent exits, and --resume finishes with each chunk counted once."""
+    """SIGKILL the console mid-job: its local node's forker and workers exit, and --resume finishes with each
+    chunk counted once."""
     job = write_job(tmp_path, function="faulty:slow_square", items=range(200), chunk_size=5)
     journal = job.with_suffix(".results.json.journal")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -305,7 +272,7 @@ def test_killed_console_leaves_no_agent_and_resumes_from_its_journal(tmp_path):
             break
         time.sleep(0.05)
     agents = agents_of(console.pid)
-    assert agents, "the console started no agent"
+    assert agents, "the console started no forker"
     console.send_signal(signal.SIGKILL)
     console.wait(10)
     gone, alive = psutil.wait_procs(agents, timeout=10)
@@ -381,13 +348,13 @@ def test_a_node_too_busy_to_answer_its_first_command_is_tried_again(tmp_path, mo
     real = AgentBackend.launcher
     calls = []
 
-    def busy_once(node, session):
+    def busy_once(backend, node, session):
         calls.append(node.name)
         if len(calls) == 1:
             raise NodeBusy(f"{node.name}: 'python3' did not finish in time.")
-        return real(node, session)
+        return real(backend, node, session)
 
-    monkeypatch.setattr(AgentBackend, "launcher", staticmethod(busy_once))
+    monkeypatch.setattr(AgentBackend, "launcher", busy_once)
     job = write_job(tmp_path, items=range(10), chunk_size=2)
     cluster = Cluster([Node("local", transport="local", workers=1)])
     errors = set()

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
-from console.agentlink import AgentLink, Progress, start_local_agent
+from console.agentlink import AgentLink, Answer, Progress
 from console.errors import ConsoleError, HostKeyError, NodeBusy, UsageError
 from console.inventory import Node
 from console.jobrun import ChunkValue, JobRun
@@ -35,8 +35,7 @@ from console.snapshot import ChunkRecord, NodeSnapshot
 from nodeagent.wire import ChunkItems, ChunkOutcome, MetricsSample, RefusedType, WireError, decode_error_detail
 
 if TYPE_CHECKING:
-    from rpyc.core.async_ import AsyncResult
-
+    from console.localnode import ServedHere
     from console.cluster import Cluster
     from console.packages import Wheel
 
@@ -54,8 +53,10 @@ agent is taken for stuck."""
 
 
 def launch_local(node: Node, session: Progress) -> AgentLink:
-    """The local node: the agent is a child process of the console."""
+    """The local node's agent as a child process of the console."""
     session.set_state("bootstrapping")
+    from console.rpyclink import start_local_agent
+
     return start_local_agent(node.python or sys.executable, session.log, node.workers or os.cpu_count() or 1)
 
 
@@ -94,7 +95,7 @@ class NodeSession(threading.Thread):
         self._generation = -1
         self._pool_job: Optional[JobRun] = None
         """The job the agent runs a pool for, until it is told the job is over."""
-        self._starting: Optional[AsyncResult] = None
+        self._starting: Optional[Answer] = None
         """The agent's answer to the job's start, until read (see AgentLink.start_job_unanswered)."""
         self._files_sent = 0
         """How many of the job's extra_files this agent has."""
@@ -413,8 +414,10 @@ def _describe(exc: BaseException) -> str:
 class AgentBackend:
     """The inventory's nodes, one session thread each; the cluster routes their instructions here."""
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    def __init__(self, nodes: Sequence[Node], served: Optional[ServedHere] = None) -> None:
+        """`served`: the local nodes this process serves itself (`console run`'s, console/localnode.py)."""
         self.nodes = tuple(nodes)
+        self.served = served
         self.sessions: Dict[str, NodeSession] = {}
         self.wake: Dict[str, threading.Event] = {n.name: threading.Event() for n in self.nodes}
         self._unsticking: Set[str] = set()
@@ -426,9 +429,10 @@ class AgentBackend:
         """The cluster the sessions report to."""
         self.cluster = cluster
 
-    @staticmethod
-    def launcher(node: Node, session: Progress) -> AgentLink:
-        """Bring up one node's agent by its transport."""
+    def launcher(self, node: Node, session: Progress) -> AgentLink:
+        """Bring up one node's agent: in this process, or by its transport."""
+        if self.served is not None and self.served.serves(node):
+            return self.served.launch(node, session)
         if node.transport == "local":
             return launch_local(node, session)
         from console.bootstrap import launch_ssh  # paramiko loads only when a node needs it
@@ -437,6 +441,8 @@ class AgentBackend:
 
     def bootstrap(self, nodes: Optional[Sequence[str]] = None) -> None:
         """Start (or restart) the sessions of these nodes, all when None."""
+        if not all(self.served is not None and self.served.serves(node) for node in self.nodes):
+            import console.rpyclink  # noqa: F401  (rpyc on this thread before any session's: see rpyc_without_ssl)
         for node in self.nodes:
             if nodes is None or node.name in nodes:
                 self._start_session(node)

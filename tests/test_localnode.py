@@ -1,0 +1,98 @@
+"""The local node served in the console's own process (`console run`'s, console/localnode.py), with a real
+forker and real workers: its log, a pool that fails, and what it leaves behind."""
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from console import localnode
+from console.backends.agents import AgentBackend
+from console.cluster import Cluster
+from console.inventory import Inventory, Node
+from console.jobspec import load_job
+from helpers import results, wait_for, write_job
+from nodeagent.forker import FORKER_NAME, WORKER_NAME
+from nodeagent.pool import ChunkPool
+
+
+@pytest.fixture
+def served():
+    """The local node "local", served in this process as `console run` serves it."""
+    node = Node("local", transport="local", workers=2)
+    here = localnode.start(Inventory(Path("inventory.toml"), (node,)))
+    yield node, here
+    here.close()
+
+
+def own_node_processes():
+    """This process's forkers and workers that have not exited."""
+    names = (FORKER_NAME.decode(), WORKER_NAME.decode())
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.name() in names and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_what_a_job_prints_reaches_the_nodes_log_and_nothing_is_left_behind(tmp_path, served):
+    node, here = served
+    cluster = Cluster([node], backend=AgentBackend([node], here))
+    try:
+        cluster.start_job(load_job(write_job(tmp_path, function="faulty:noisy", items=range(20), chunk_size=5)))
+        cluster.bootstrap()
+        assert cluster.wait_job(60) == "ok"
+        session = cluster.sessions["local"]
+        assert session.info["pid"] == psutil.Process().pid
+        assert wait_for(lambda: any("raw bytes on fd 1" in line for line in session.log_lines), 10)
+        assert any("job 'job': 2 workers, function faulty:noisy" in line for line in session.log_lines)
+    finally:
+        cluster.close()
+    assert wait_for(lambda: not own_node_processes(), 10), own_node_processes()
+
+
+def test_a_pool_that_fails_loses_the_node_once_and_a_fresh_agent_finishes_the_job(tmp_path, served, monkeypatch):
+    """The pool's manager thread fails (a bug of ours, faked): the next call is a NodeError, the node is lost
+    once, its traceback in its log, and the session's new agent runs the job to its exact end."""
+    collect = ChunkPool._collect
+    failed = []
+
+    def collect_failing_once(pool, ready):
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("the manager's own bug")
+        collect(pool, ready)
+
+    monkeypatch.setattr(ChunkPool, "_collect", collect_failing_once)
+    job = write_job(tmp_path, function="faulty:slow_square", items=range(30), chunk_size=3)
+    node, here = served
+    cluster = Cluster([node], backend=AgentBackend([node], here))
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        assert cluster.wait_job(120) == "ok"
+        session = cluster.sessions["local"]
+        assert session.losses == 1 and "the local node's chunk pool failed" in session.last_loss
+        assert any("RuntimeError: the manager's own bug" in line for line in session.log_lines)
+    finally:
+        cluster.close()
+    doc = results(job)
+    assert doc["result"] == [x * x for x in range(30)] and doc["chunks"]["done"] == 10
+    assert wait_for(lambda: not own_node_processes(), 10), own_node_processes()
+
+
+def test_a_reply_over_the_jobs_limit_fails_the_node_as_an_agent_process_would(tmp_path, served):
+    """max_reply_mb = 1 and a chunk's value of 2 MB: refused as an agent process's reply over the limit is."""
+    (tmp_path / "big.py").write_text("def big(x):\n    return 'x' * (2 << 20)\n")
+    job = write_job(tmp_path, function="big:big", items=[1], chunk_size=1, files=[str(tmp_path / "big.py")])
+    job.write_text(job.read_text().replace("[input]", "max_reply_mb = 1\n\n[input]"))
+    node, here = served
+    cluster = Cluster([node], backend=AgentBackend([node], here))
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        status = cluster.wait_job(60)
+        session = cluster.sessions["local"]
+        assert (status, session.state) == ("failed", "failed"), (status, session.state, session.error)
+        assert session.error == ("local: the node broke the protocol: it sent a reply of 2.0 MB, over the limit of "
+                                 "1.0 MB (max_reply_mb in the job file); it gets no more chunks (its chunks go to the "
+                                 "other nodes)")
+    finally:
+        cluster.close()
