@@ -24,7 +24,6 @@ import time
 from collections import deque
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -55,9 +54,10 @@ class ClusterBroken(BrokenExecutor):
     """The cluster cannot run calls any more: no node is usable, or the console's own side failed."""
 
 
-@dataclass(frozen=True)
 class _ApiJobSpec(JobSpec):
     """The streaming job's spec: its refused-type sentence points at connect(), not at a job file."""
+
+    __slots__ = ()
 
     def refused_type(self, type_name: str, what: str) -> str:
         return (f"{what} holds a {type_name}, which this connect() does not allow; if that type is expected, pass "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from console.errors import ConsoleFault, UsageError
@@ -58,55 +57,58 @@ class ResultSink(Protocol):
         """The run ended (its status, reason and console_error say how)."""
 
 
-@dataclass
 class JobRun:
     """One job from start to results file."""
 
-    spec: JobSpec
-    scheduler: Scheduler
-    journal: Optional[JournalWriter]
-    """None for a streaming run, which keeps no journal."""
-    settings: JobSettings
-    decoder: ValueDecoder
-    """Decodes chunk values: plain data and the job's result_types only."""
-    started: float
-    generation: int
-    custom_reduce: Optional[Callable[[List[Any]], Any]] = None
-    values: Dict[int, Any] = field(default_factory=dict)
-    """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
-    resumed: int = 0
-    journalled_by_node: Dict[str, List[int]] = field(default_factory=dict)
-    """[chunks, items] journalled per node: what counts as done (the scheduler's tallies may count one
-    the journal refused)."""
-    ended: Optional[float] = None
-    status: str = "running"
-    reason: str = ""
-    mistake: str = ""
-    """Set when a job mistake stopped the job (its function and its job file disagree): the sentence."""
-    console_error: str = ""
-    """Set when the console's own side ended the job: what failed, where, and what to do."""
-    console_traceback: str = ""
-    """The traceback, when that was a bug of ours."""
-    done_event: threading.Event = field(default_factory=threading.Event)
-    """Set when the job ended (the scheduler said so, it was cancelled, or the console failed)."""
-    written: threading.Event = field(default_factory=threading.Event)
-    """Set once the results file is written (or could not be)."""
-    document: Optional[Dict[str, Any]] = None
-    """The results document, once written."""
-    answer: Optional[str] = None
-    """Its result as people read it, once written (formatted once, shown by every view)."""
-    rate: RateMeter = field(default_factory=RateMeter)
-    history: History = field(default_factory=History)
-    _reducer_tried: bool = False
-    sink: Optional[ResultSink] = None
-    """A streaming run's outcomes go here rather than to the journal and `values`."""
-    extra_files: List[Dict[str, bytes]] = field(default_factory=list)
-    """Files added to the running job (the Python API's modules), in order; each node gets them before the
-    chunks sent after them."""
-    packages: Optional[PackageResolver] = None
-    """Resolves the job's requirements per node platform (None: the job requires nothing)."""
-    packages_by_node: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    """What each node imports the requirements from: {"wheels": ["numpy 2.0.2"], "sent": wheels uploaded}."""
+    def __init__(self, spec: JobSpec, scheduler: Scheduler, journal: Optional[JournalWriter], settings: JobSettings,
+                 decoder: ValueDecoder, started: float, generation: int,
+                 custom_reduce: Optional[Callable[[List[Any]], Any]] = None, resumed: int = 0,
+                 sink: Optional[ResultSink] = None, packages: Optional[PackageResolver] = None) -> None:
+        self.spec = spec
+        self.scheduler = scheduler
+        self.journal = journal
+        """None for a streaming run, which keeps no journal."""
+        self.settings = settings
+        self.decoder = decoder
+        """Decodes chunk values: plain data and the job's result_types only."""
+        self.started = started
+        self.generation = generation
+        self.custom_reduce = custom_reduce
+        self.values: Dict[int, Any] = {}
+        """Decoded chunk values by first item index (unique across resumed runs, unlike chunk ids)."""
+        self.resumed = resumed
+        self.journalled_by_node: Dict[str, List[int]] = {}
+        """[chunks, items] journalled per node: what counts as done (the scheduler's tallies may count one
+        the journal refused)."""
+        self.ended: Optional[float] = None
+        self.status = "running"
+        self.reason = ""
+        self.mistake = ""
+        """Set when a job mistake stopped the job (its function and its job file disagree): the sentence."""
+        self.console_error = ""
+        """Set when the console's own side ended the job: what failed, where, and what to do."""
+        self.console_traceback = ""
+        """The traceback, when that was a bug of ours."""
+        self.done_event = threading.Event()
+        """Set when the job ended (the scheduler said so, it was cancelled, or the console failed)."""
+        self.written = threading.Event()
+        """Set once the results file is written (or could not be)."""
+        self.document: Optional[Dict[str, Any]] = None
+        """The results document, once written."""
+        self.answer: Optional[str] = None
+        """Its result as people read it, once written (formatted once, shown by every view)."""
+        self.rate = RateMeter()
+        self.history = History()
+        self._reducer_tried = False
+        self.sink = sink
+        """A streaming run's outcomes go here rather than to the journal and `values`."""
+        self.extra_files: List[Dict[str, bytes]] = []
+        """Files added to the running job (the Python API's modules), in order; each node gets them before the
+        chunks sent after them."""
+        self.packages = packages
+        """Resolves the job's requirements per node platform (None: the job requires nothing)."""
+        self.packages_by_node: Dict[str, Dict[str, Any]] = {}
+        """What each node imports the requirements from: {"wheels": ["numpy 2.0.2"], "sent": wheels uploaded}."""
 
     @property
     def running(self) -> bool:

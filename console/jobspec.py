@@ -9,14 +9,13 @@ paths in [job] files and [input] file are taken from the job file's directory;
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 from console.errors import JobFileError
 from console.tomlfile import Located, load
+from nodeagent.cache import sha256
 
 __all__ = ["JobSpec", "JobInput", "load_job", "parse_job", "requirement_problem"]
 
@@ -27,16 +26,19 @@ OUTPUT_KEYS = {"path"}
 REDUCERS = ("sum", "merge", "list", "dict")
 
 
-@dataclass(frozen=True)
 class JobInput:
     """The job's items: a range, an explicit list, or the lines of a file."""
 
-    range: Optional[Tuple[int, int, int]] = None
-    """start, stop, step."""
-    items: Optional[Tuple[Any, ...]] = None
-    """Explicit items (from [input] items, or the lines of [input] file)."""
-    source: str = ""
-    """How the items were given, for messages and the job fingerprint."""
+    __slots__ = ("range", "items", "source")
+
+    def __init__(self, range: Optional[Tuple[int, int, int]] = None, items: Optional[Tuple[Any, ...]] = None,
+                 source: str = "") -> None:
+        self.range = range
+        """start, stop, step."""
+        self.items = items
+        """Explicit items (from [input] items, or the lines of [input] file)."""
+        self.source = source
+        """How the items were given, for messages and the job fingerprint."""
 
     def __len__(self) -> int:
         if self.range is not None:
@@ -52,8 +54,7 @@ class JobInput:
         return list((self.items or ())[start:start + count])
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """A validated job file."""
 
     path: Path
@@ -101,7 +102,7 @@ class JobSpec:
     def fingerprint(self) -> str:
         """What must not change between runs for --resume to be safe."""
         identity = [self.function, self.mode, self.chunk_size, self.reduce, self.input.source]
-        return hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+        return sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
 
 
 def load_job(path: Path, output: Optional[Path] = None) -> JobSpec:
@@ -288,7 +289,7 @@ def _input(err: Located, inp: Dict[str, Any], path: Path) -> JobInput:
     items_from_file = tuple(line for line in lines if line)
     if not items_from_file:
         raise err(f"[input] file {raw!r} holds no items (one item a line).", "input", 0, "file")
-    digest = hashlib.sha256("\n".join(items_from_file).encode()).hexdigest()[:16]
+    digest = sha256("\n".join(items_from_file).encode()).hexdigest()[:16]
     return JobInput(items=items_from_file, source=f"file {file_path} {digest}")
 
 

@@ -29,7 +29,6 @@ instructions (send chunks, journal a result, cancel a losing copy).
 # No `from __future__ import annotations` here: typing.NamedTuple compiles every string annotation (~30 us a field).
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Deque, Dict, FrozenSet, Iterable, List, Literal, NamedTuple, Optional, Set, Tuple, Union
 
 __all__ = [
@@ -279,27 +278,28 @@ class Attempt(NamedTuple):
     outcome: str
 
 
-@dataclass
 class NodeTally:
     """One node's credit and what it has done."""
 
-    name: str
-    workers: int
-    capacity: int
-    held: Set[int] = field(default_factory=set)
-    alive: bool = True
-    draining: bool = False
-    chunks_done: int = 0
-    items_done: int = 0
-    busy_seconds: float = 0.0
-    errors: int = 0
-    recent: Deque[Tuple[int, int, float, str]] = field(default_factory=lambda: deque(maxlen=50))
-    """(chunk, items, seconds, outcome) of the node's last chunks."""
-    chunk_s: float = 0.0
-    chunk_items: float = 0.0
-    """Running averages of the node's chunk seconds and items (0 until one finished)."""
-    last_heard: float = 0.0
-    """When the node last answered a chunk (or joined): a node still answering gets to the chunks it queues."""
+    def __init__(self, name: str, workers: int, capacity: int, last_heard: float = 0.0) -> None:
+        self.name = name
+        self.workers = workers
+        self.capacity = capacity
+        self.held: Set[int] = set()
+        self.alive = True
+        self.draining = False
+        self.chunks_done = 0
+        self.items_done = 0
+        self.busy_seconds = 0.0
+        self.errors = 0
+        self.recent: Deque[Tuple[int, int, float, str]] = deque(maxlen=50)
+        """(chunk, items, seconds, outcome) of the node's last chunks."""
+        self.chunk_s = 0.0
+        self.chunk_items = 0.0
+        """Running averages of the node's chunk seconds and items (0 until one finished)."""
+        self.last_heard = last_heard
+        """When the node last answered a chunk (or joined): a node still answering gets to the chunks it
+        queues."""
 
     def is_short(self, items: int) -> bool:
         """A chunk of `items` would take this node under AHEAD_S, by what its chunks have taken so far."""

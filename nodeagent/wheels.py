@@ -9,7 +9,6 @@ ahead of the node's own packages. Each wheel has its own directory, so two
 jobs needing two versions of a package never share one. Standard library only.
 """
 
-import hashlib
 import os
 import re
 import shutil
@@ -93,7 +92,10 @@ def store_part(digest: str, offset: int, data: bytes, last: bool) -> None:
 
 
 def file_sha256(path: str) -> str:
-    """A file's SHA-256 in hex: a wheel's name, on the console and on every node."""
+    """A file's SHA-256 in hex: a wheel's name, on the console and on every node (OpenSSL's, for files of
+    megabytes; hashlib is imported here, not at every agent's start)."""
+    import hashlib
+
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
