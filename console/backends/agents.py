@@ -36,8 +36,8 @@ from nodeagent.wire import ChunkItems, ChunkOutcome, MetricsSample, RefusedType,
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from console.localnode import ServedHere
     from console.cluster import Cluster
+    from console.localnode import ServedHere
     from console.packages import Wheel
 
 __all__ = ["AgentBackend", "NodeSession", "launch_local"]
