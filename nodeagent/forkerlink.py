@@ -46,8 +46,7 @@ class ForkerLink:
             group = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
         try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
             self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env,
-                                           stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-                                           **group)
+                                           stdin=subprocess.DEVNULL, stdout=output, stderr=output, **group)
         except BaseException:
             ours.close()
             raise
