@@ -1,9 +1,9 @@
 """The Python API's front door: `connect()`.
 
-It checks its arguments and reads the inventory, starts the local node's agent,
-and only then imports the executor's machinery (rpyc, the cluster, the
-scheduler; console/executor.py), so the agent's interpreter and its workers
-come up meanwhile, as they do for `console run`.
+It checks its arguments and reads the inventory, starts the local node (served
+in the caller's process, as `console run` serves it: console/localnode.py),
+and only then imports the executor's machinery (the cluster, the scheduler;
+console/executor.py), so the node's forker and workers come up meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from console.inventory import default_inventory, load_inventory
 from console.jobspec import requirement_problem
-from console.localagent import start_local_agents
 
 if TYPE_CHECKING:
     from console.executor import ClusterExecutor
@@ -61,9 +60,16 @@ def connect(inventory: Union[str, Path, None] = None, *, engine: Optional[str] =
         if problem:
             raise ValueError(f"requires: {problem}")
     nodes = load_inventory(Path(inventory) if inventory is not None else default_inventory())
-    start_local_agents(nodes, engine)
-    from console.executor import open_executor
+    from console import localnode
 
-    return open_executor(nodes, engine, retries=retries,
-                         chunk_timeout=chunk_timeout if chunk_timeout is not None else 7 * 24 * 3600.0,
-                         result_types=result_types, max_reply_mb=max_reply_mb, progress=progress, requires=requires)
+    served = localnode.start(nodes, engine)
+    try:
+        from console.executor import open_executor
+
+        return open_executor(nodes, engine, served, retries=retries,
+                             chunk_timeout=chunk_timeout if chunk_timeout is not None else 7 * 24 * 3600.0,
+                             result_types=result_types, max_reply_mb=max_reply_mb, progress=progress,
+                             requires=requires)
+    except BaseException:
+        served.close()  # the nodes no session took; those it took went with the cluster
+        raise

@@ -25,7 +25,9 @@ from collections import deque
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union,
+)
 
 from console.cluster import NO_USABLE_NODE, Cluster, open_cluster
 from console.inventory import Inventory
@@ -35,6 +37,9 @@ from console.remote import RemoteError, rebuild_exception
 from console.scheduler import ChunkAdded, ChunkGivenUp, Failure, InputClosed
 from console.shipping import Shipment, pickle_batch, ship
 from console.snapshot import ClusterSnapshot
+
+if TYPE_CHECKING:
+    from console.localnode import ServedHere
 
 __all__ = ["open_executor", "ClusterExecutor", "ClusterBroken"]
 
@@ -501,10 +506,12 @@ def _start_watching(cluster: Cluster, stopped: threading.Event) -> Optional[thre
     return thread
 
 
-def open_executor(inventory: Inventory, engine: Optional[str], **settings: Any) -> ClusterExecutor:
-    """The executor on the inventory's cluster (or the Dask cluster `engine` names): what `connect()`
-    (console/api.py) returns once it has checked its arguments. `settings` are ClusterExecutor's."""
-    cluster = open_cluster(inventory, engine)
+def open_executor(inventory: Inventory, engine: Optional[str], served: Optional[ServedHere] = None,
+                  **settings: Any) -> ClusterExecutor:
+    """The executor on the inventory's cluster (or the Dask cluster `engine` names; `served`: the local nodes this
+    process serves itself): what `connect()` (console/api.py) returns once it has checked its arguments.
+    `settings` are ClusterExecutor's."""
+    cluster = open_cluster(inventory, engine, served)
     script = sys.argv[0] if sys.argv else ""
     name = Path(script).stem if script not in ("", "-c", "-m") else "python"
     try:

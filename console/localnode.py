@@ -1,12 +1,12 @@
-"""The local node served in the console's own process, for `console run`: no agent process, no RPyC.
+"""The local node served in the console's own process (`console run`, `connect()`): no agent process, no RPyC.
 
 An agent process cost a local run most of its start: its own imports (rpyc's
 ~40 ms of a small machine's CPU, while the console imports the same), and each
 exchange a round trip through both processes. Here the node's `Agent`
 (nodeagent/agent.py, the one every agent process serves over RPyC) is called
 directly, through the same `AgentLink` and the same wire encoding as any other
-node. `start` runs first thing in `console run`, before the console imports
-the rest of itself: the pool's forker (a fresh interpreter, nodeagent/forker.py)
+node. `start` runs first thing in `console run` and `connect()`, before the
+console imports the rest of itself: the pool's forker (a fresh interpreter, nodeagent/forker.py)
 and its warm workers come up meanwhile; the cluster's backend then has
 `ServedHere.launch` give the node's session that agent (after a loss, a new one).
 
@@ -16,8 +16,9 @@ group (a terminal's Ctrl-C reaches the console alone, which stops the job); the
 forker's and workers' output and the agent's lines reach the node's log through
 a pipe and `log`; a pool whose manager thread failed makes the next call raise
 NodeError, and the session connects a fresh agent, as it would reconnect an
-agent process that exited. Only POSIX, with the console's own Python: a node
-naming another Python, and every other platform, runs an agent process.
+agent process that exited; the forker lives as long as its socket, whichever
+thread started it. Only POSIX, with the console's own Python: a node naming
+another Python, the dashboard's, and every other platform's run an agent process.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class LocalNode:
         self.output = LogRelay()
         self.failure: Optional[str] = None
         """The traceback of a pool's manager thread that failed: the agent takes no more calls."""
-        forker = ForkerLink(self.output.fd, own_group=True)
+        forker = ForkerLink(self.output.fd, in_console=True)
         from nodeagent.agent import Agent
         from nodeagent.pool import ChunkPool
 

@@ -13,7 +13,8 @@ its task pipe, its reply pipe, the write end of its sentinel), and `kill ID`. It
 `exit ID CODE` when it reaped that worker (CODE as `Popen.returncode` gives it). Being the workers' parent, it
 alone reaps them, so it kills one only while it has not reaped it: a pid is never reused under it. It exits
 when the agent closes the socket or dies (PR_SET_PDEATHSIG on Linux), killing its workers first (or their own
-PR_SET_PDEATHSIG does).
+PR_SET_PDEATHSIG does). The forker of a node the console serves in its own process goes by the socket alone:
+PR_SET_PDEATHSIG follows the thread that started the forker, and `connect()` may be called on any thread.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ forker's `python -c ...`)."""
 
 
 def serve(control_fd: int, agent_pid: int) -> None:
-    """The forker's loop on the socket `control_fd` from the agent `agent_pid`; never returns."""
+    """The forker's loop on the socket `control_fd` from the agent `agent_pid` (0: a node the console serves in
+    its own process); never returns."""
     from nodeagent.sitelater import adopt
     from nodeagent.worker import die_with_parent, serve_fds  # imported once, here: every worker has it then
 
     adopt(os.environ.pop("NODEAGENT_SITE"))
-    die_with_parent(agent_pid)
+    if agent_pid:
+        die_with_parent(agent_pid)
     _name(FORKER_NAME)
     control = _socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()

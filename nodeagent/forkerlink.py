@@ -30,19 +30,21 @@ PID_WAIT_S = 10.0
 class ForkerLink:
     """One forker process, started at once, and what it said: its workers' pids and exit codes."""
 
-    def __init__(self, output: Optional[int] = None, own_group: bool = False) -> None:
+    def __init__(self, output: Optional[int] = None, in_console: bool = False) -> None:
         """`output`: the fd the forker and its workers write their stdout and stderr to (None: this process's,
-        an agent's log). `own_group`: the forker leaves this process's group, so a terminal's Ctrl-C
-        reaches neither it nor its workers (an agent process has left it already)."""
+        an agent's log). `in_console`: the forker of a node the console serves in its own process: it leaves
+        this process's group, so a terminal's Ctrl-C reaches neither it nor its workers (an agent process has
+        left it already), and lives as long as its socket (nodeagent/forker.py)."""
         self._output = output
-        self._own_group = own_group
+        self._in_console = in_console
         ours, theirs = socket.socketpair()
+        parent = 0 if in_console else os.getpid()
         code = ("import os, sys; sys.path.insert(0, os.environ.pop('NODEAGENT_ROOT')); "
-                "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), os.getpid()))
+                "from nodeagent.forker import serve; serve(%d, %d)" % (theirs.fileno(), parent))
         env = dict(os.environ, NODEAGENT_ROOT=AGENT_ROOT, NODEAGENT_SITE=described(),
                    PYTHONIOENCODING="utf-8:backslashreplace")  # what the workers print reaches a log as it is
         group = {}
-        if own_group:
+        if in_console:
             group = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
         try:  # the agent's path goes in the environment: a command line naming it would pass for the agent's
             self._popen = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=(theirs.fileno(),), env=env,
@@ -65,7 +67,7 @@ class ForkerLink:
 
     def again(self) -> "ForkerLink":
         """A new forker like this one, for one that was killed."""
-        return ForkerLink(self._output, self._own_group)
+        return ForkerLink(self._output, self._in_console)
 
     def alive(self) -> bool:
         """Whether the forker can still fork: running, its socket open."""

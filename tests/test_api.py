@@ -26,11 +26,11 @@ LOCAL = ROOT / "inventory.toml"
 
 
 def local_agents():
-    """The agents this test process started, and their workers."""
+    """The local nodes' processes this test process started: agents, forkers and workers."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if any("agent-" in part for part in child.cmdline()):
+            if child.name() in ("agent-forker", "agent-worker") or any("agent-" in part for part in child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             pass

@@ -527,6 +527,8 @@ class AgentBackend:
         deadline = time.monotonic() + CLOSE_WAIT_S
         for session in sessions:
             session.join(max(deadline - time.monotonic(), 0.1))
+        if self.served is not None:
+            self.served.close()
 
     def _start_session(self, node: Node, reason: str = "stopped") -> None:
         """Start the node's session; an existing one is stopped first (telling the scheduler `reason`), off the
