@@ -96,3 +96,32 @@ def test_a_reply_over_the_jobs_limit_fails_the_node_as_an_agent_process_would(tm
                                  "other nodes)")
     finally:
         cluster.close()
+
+
+def test_an_executor_connected_on_a_thread_that_ended_keeps_its_workers(tmp_path):
+    """`connect()` on a thread that then ends: the local node's forker lives on (it goes by its socket, not by
+    the thread that started it), the executor still runs calls, and its shutdown leaves no forker or worker."""
+    import threading
+
+    from console import connect
+
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[node]]\nname = "local"\ntransport = "local"\nworkers = 2\n')
+    opened = []
+
+    def connect_then_end() -> None:  # ends once the forker runs (named): it would have armed PR_SET_PDEATHSIG
+        opened.append(connect(inventory))
+        wait_for(lambda: any(p.name() == FORKER_NAME.decode() for p in psutil.Process().children()), 30)
+
+    thread = threading.Thread(target=connect_then_end)
+    thread.start()
+    thread.join(60)
+    [executor] = opened
+    try:
+        [forker] = [p for p in psutil.Process().children() if p.name() == FORKER_NAME.decode()]
+        assert executor.submit(pow, 2, 10).result(timeout=60) == 1024
+        assert list(executor.map(abs, range(-3, 3))) == [3, 2, 1, 0, 1, 2]
+        assert forker.is_running() and forker.status() != psutil.STATUS_ZOMBIE, "the forker died with its thread"
+    finally:
+        executor.shutdown()
+    assert wait_for(lambda: not own_node_processes(), 10), own_node_processes()
