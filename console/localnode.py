@@ -6,9 +6,10 @@ exchange a round trip through both processes. Here the node's `Agent`
 (nodeagent/agent.py, the one every agent process serves over RPyC) is called
 directly, through the same `AgentLink` and the same wire encoding as any other
 node. `start` runs first thing in `console run` and `connect()`, before the
-console imports the rest of itself: the pool's forker (a fresh interpreter, nodeagent/forker.py)
-and its warm workers come up meanwhile; the cluster's backend then has
-`ServedHere.launch` give the node's session that agent (after a loss, a new one).
+console imports the rest of itself: the pool's forker (a fresh interpreter,
+nodeagent/forker.py) and its warm workers come up meanwhile; the cluster's
+backend then has `ServedHere.launch` give the node's session that agent (after
+a loss, a new one).
 
 What stays as on every node: the workers are processes of their own, so a chunk
 can fail only itself. What differs: the forker leaves the console's process
