@@ -4,7 +4,7 @@
 decoded by nodeagent/wire.py, so nothing an agent sends can run code here.
 Two carriers: RPyC to an agent process, over its pipes or an SSH session's
 channel (console/rpyclink.py), and direct calls to the local node's `Agent`
-in the console's own process (console/localnode.py, for `console run`).
+in the console's own process (console/localnode.py: `console run`, `connect()`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from console.errors import NodeError
 from nodeagent import wire
 from nodeagent.wire import ChunkItems, Collected, JobSettings, MetricsSample, WireError
 
-__all__ = ["AgentLink", "Answer", "Progress", "pump_lines", "reply_too_large", "DEFAULT_REPLY_LIMIT",
+__all__ = ["AgentLink", "Answer", "Progress", "pump_lines", "megabytes", "reply_too_large", "DEFAULT_REPLY_LIMIT",
            "AGENT_SILENCE_EXIT_S"]
 
 AGENT_SILENCE_EXIT_S = 60.0
@@ -47,9 +47,14 @@ class Answer(Protocol):
         """The answer (raises what the call raised)."""
 
 
+def megabytes(size: int) -> str:
+    """A size as the limit's messages give it: "1.0 MB"."""
+    return f"{size / 2 ** 20:.1f} MB"
+
+
 def reply_too_large(size: int, limit: int) -> WireError:
     """The error of a reply over the job's limit (max_reply_mb), the same whatever carried it."""
-    return WireError(f"it sent a reply of {size / 2 ** 20:.1f} MB, over the limit of {limit / 2 ** 20:.1f} MB "
+    return WireError(f"it sent a reply of {megabytes(size)}, over the limit of {megabytes(limit)} "
                      "(max_reply_mb in the job file)")
 
 

@@ -24,7 +24,9 @@ from rpyc.core.netref import asyncreq, syncreq
 from rpyc.core.stream import PipeStream, Stream
 from rpyc.utils.factory import connect_channel
 
-from console.agentlink import AGENT_SILENCE_EXIT_S, DEFAULT_REPLY_LIMIT, AgentLink, pump_lines, reply_too_large
+from console.agentlink import (
+    AGENT_SILENCE_EXIT_S, DEFAULT_REPLY_LIMIT, AgentLink, megabytes, pump_lines, reply_too_large,
+)
 from console.errors import NodeError
 from nodeagent.wire import WireError
 
@@ -34,10 +36,6 @@ CALL_TIMEOUT_S = 10.0
 """A call not answered in this time means the node is gone (every call is quick)."""
 HELLO_TIMEOUT_S = 30.0
 """The first calls wait longer: a fresh agent on a slow or busy node is still importing."""
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 2 ** 20:.1f} MB"
 
 
 class BoundedChannel(Channel):
@@ -65,7 +63,7 @@ class BoundedChannel(Channel):
         except zlib.error as exc:
             raise WireError(f"it sent a compressed frame that does not inflate ({exc})") from None
         if len(data) > self.limit or inflater.unconsumed_tail:
-            raise WireError(f"it sent a compressed reply inflating past the limit of {_megabytes(self.limit)} "
+            raise WireError(f"it sent a compressed reply inflating past the limit of {megabytes(self.limit)} "
                             "(max_reply_mb in the job file)")
         if not inflater.eof:
             raise WireError("it sent a compressed frame cut short")
