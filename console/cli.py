@@ -9,22 +9,21 @@ unwritable, the reducer raised, a bug of ours), 130 interrupted.
 
 from __future__ import annotations
 
-import argparse
 import atexit
-import json
 import os
 import sys
-import textwrap
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NoReturn, Optional, TextIO, Union
 
+from console import forkerahead
 from console.errors import ConsoleError, HostKeyError, UsageError
-from console.inventory import default_inventory, load_inventory
 
 if TYPE_CHECKING:
+    import argparse
+
     from rich.table import Table
 
+    from console.forkerahead import ForkerAhead
     from console.headless import PlainView
     from console.inventory import Inventory
     from console.jobspec import JobSpec
@@ -66,27 +65,32 @@ OUTPUT.journal, so a run that was killed continues with --resume.
 """
 
 
-class _Version(argparse.Action):
-    """--version, looked up only when asked (importlib.metadata would cost every start ~10 ms)."""
+def _version() -> str:
+    """What --version prints, looked up only when asked (importlib.metadata would cost every start ~10 ms)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            mine = version("cluster-console")
-        except PackageNotFoundError:
-            mine = "(not installed: run from a checkout)"
-        print("console %s, Python %s" % (mine, sys.version.split()[0]))
-        parser.exit()
+    try:
+        mine = version("cluster-console")
+    except PackageNotFoundError:
+        mine = "(not installed: run from a checkout)"
+    return "console %s, Python %s" % (mine, sys.version.split()[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command line, with help for every option."""
+    import argparse
+    import textwrap
+    from pathlib import Path
+
+    class Version(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+            print(_version())
+            parser.exit()
+
     parser = argparse.ArgumentParser(prog="console", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("--version", action=_Version, nargs=0, help="print the console's version and exit")
+    parser.add_argument("--version", action=Version, nargs=0, help="print the console's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def inventory_option(p: argparse.ArgumentParser) -> None:
@@ -163,10 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `console` script."""
+    argv = sys.argv[1:] if argv is None else argv
+    ahead = forkerahead.start(argv)  # first: its interpreter starts on the other core while this one imports
+    try:
+        return _main(argv, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _main(argv: List[str], ahead: Optional[ForkerAhead]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": cmd_run, "bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust,
-                    "timeline": cmd_timeline}
+        if args.command == "run":
+            return cmd_run(args, ahead)
+        commands = {"bootstrap": cmd_bootstrap, "status": cmd_status, "trust": cmd_trust, "timeline": cmd_timeline}
         return commands.get(args.command, cmd_ui)(args)
     except ConsoleError as exc:
         if args.debug:
@@ -180,12 +195,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """`console run JOB`: the job headless, results to a file."""
-    inventory = load_inventory(args.inventory or default_inventory())
+def cmd_run(args: argparse.Namespace, ahead: Optional[ForkerAhead] = None) -> int:
+    """`console run JOB`: the job headless, results to a file; its local node forks from `ahead`'s forker."""
+    inventory = _inventory(args)
     from console import localnode
 
-    served = localnode.start(inventory, args.engine)  # its workers come up while the rest of the console is imported
+    served = localnode.start(inventory, args.engine, ahead)  # its workers come up while the rest is imported
     try:
         return _run(args, inventory, served)
     finally:
@@ -222,6 +237,8 @@ def _run(args: argparse.Namespace, inventory: Inventory, served: ServedHere) -> 
         return EXIT_CONSOLE
     shown.line(f"results: {spec.output}")
     if args.json:
+        import json
+
         print(json.dumps(document, default=str))
     if interrupted:
         return EXIT_INTERRUPTED
@@ -289,7 +306,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     """`console bootstrap [NODE...]`: bring every node's agent up once, in parallel."""
     from console.bringup import bootstrap_nodes
 
-    inventory = load_inventory(args.inventory or default_inventory())
+    inventory = _inventory(args)
     reports = bootstrap_nodes(inventory.select(args.nodes), _job_option(args), inventory.packages)
     return _print_reports(reports, f"bootstrap: {inventory.path}")
 
@@ -298,7 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`console status [NODE...]`: probe every node, start nothing."""
     from console.bringup import status_nodes
 
-    inventory = load_inventory(args.inventory or default_inventory())
+    inventory = _inventory(args)
     reports = status_nodes(inventory.select(args.nodes), _job_option(args), inventory.packages)
     return _print_reports(reports, f"status: {inventory.path}")
 
@@ -318,7 +335,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
     from console.ssh import fetch_host_key, fingerprint, known_hosts_path, pin_host_key, pinned_key
 
-    inventory = load_inventory(args.inventory or default_inventory())
+    inventory = _inventory(args)
     [node] = inventory.select([args.node])
     if node.transport == "local":
         raise UsageError(f"{node.name} is the local node; it has no host key to trust.")
@@ -366,7 +383,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from console.cluster import open_cluster
     from console.tui.app import run_dashboard
 
-    inventory = load_inventory(getattr(args, "inventory", None) or default_inventory())
+    inventory = _inventory(args)
     cluster = open_cluster(inventory, getattr(args, "engine", None))
     try:
         cluster.bootstrap()
@@ -374,6 +391,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return run_dashboard(cluster, str(job) if job else None)
     finally:
         cluster.close()
+
+
+def _inventory(args: argparse.Namespace) -> Inventory:
+    """The inventory the command line names, else the default one."""
+    from console.inventory import default_inventory, load_inventory
+
+    return load_inventory(getattr(args, "inventory", None) or default_inventory())
 
 
 def run() -> NoReturn:

@@ -5,9 +5,10 @@ An agent process cost a local run most of its start: its own imports (rpyc's
 exchange a round trip through both processes. Here the node's `Agent`
 (nodeagent/agent.py, the one every agent process serves over RPyC) is called
 directly, through the same `AgentLink` and the same wire encoding as any other
-node. `start` runs first thing in `console run` and `connect()`, before the
-console imports the rest of itself: the pool's forker (a fresh interpreter,
-nodeagent/forker.py) and its warm workers come up meanwhile; the cluster's
+node. `start` runs first thing in `console run` (whose forker, a fresh
+interpreter, nodeagent/forker.py, started even before the inventory was read:
+console/forkerahead.py) and in `connect()`, before the console imports the rest
+of itself: the forker and its warm workers come up meanwhile; the cluster's
 backend then has `ServedHere.launch` give the node's session that agent (after
 a loss, a new one).
 
@@ -29,11 +30,13 @@ import sys
 import threading
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Sequence, Tuple
 
 from console.agentlink import AgentLink, Progress, pump_lines, reply_too_large
 from console.errors import ConsoleError, NodeError
+from console.forkerahead import ForkerAhead
 from nodeagent import wire
+from nodeagent.forkerlink import ForkerLink
 from nodeagent.stdio import log_line
 
 if TYPE_CHECKING:
@@ -45,19 +48,27 @@ HELD_LINES = 200
 """Lines of a node's log kept until its session takes them (as many as a session keeps)."""
 
 
-def start(inventory: Inventory, engine: Optional[str] = None) -> ServedHere:
-    """Start the inventory's local nodes that this process can serve (none for a Dask cluster)."""
-    if engine or inventory.engine or os.name != "posix":
-        return ServedHere(())
-    return ServedHere([node for node in inventory.nodes
-                       if node.transport == "local" and (node.python or sys.executable) == sys.executable])
+def start(inventory: Inventory, engine: Optional[str] = None, ahead: Optional[ForkerAhead] = None) -> ServedHere:
+    """Start the inventory's local nodes that this process can serve (none for a Dask cluster), the first on the
+    forker started `ahead` (console/forkerahead.py), if any; that forker is killed if no node is served."""
+    nodes: Sequence[Node] = ()
+    if not (engine or inventory.engine or os.name != "posix"):
+        nodes = [node for node in inventory.nodes
+                 if node.transport == "local" and (node.python or sys.executable) == sys.executable]
+    try:
+        return ServedHere(nodes, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 class ServedHere:
     """The local nodes this process serves itself, and their agents started ahead of their sessions."""
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
-        self._early: Dict[str, LocalNode] = {node.name: LocalNode(_pool_size(node)) for node in nodes}
+    def __init__(self, nodes: Sequence[Node], ahead: Optional[ForkerAhead] = None) -> None:
+        self._early: Dict[str, LocalNode] = {}
+        for node in nodes:
+            self._early[node.name] = LocalNode(_pool_size(node), ahead.take() if ahead is not None else None)
         self._names = frozenset(self._early)
 
     def serves(self, node: Node) -> bool:
@@ -83,8 +94,9 @@ class LogRelay:
     """A node's log lines, held until a session takes them: the agent's own and, through a pipe, what the
     forker and the workers write (a job's prints among them)."""
 
-    def __init__(self) -> None:
-        read_fd, self.fd = os.pipe()
+    def __init__(self, fds: Optional[Tuple[int, int]] = None) -> None:
+        """`fds`: the pipe's (read, write) ends, made with a forker started ahead; else a new pipe."""
+        read_fd, self.fd = fds or os.pipe()
         """The write end: the forker's stdout and stderr, and so its workers'."""
         self._lock = threading.Lock()
         self._held: Deque[str] = deque(maxlen=HELD_LINES)
@@ -115,15 +127,13 @@ class LogRelay:
 class LocalNode:
     """One local node's agent in this process: its forker, its warm workers, its log."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, ahead: Optional[Tuple[int, int, ForkerLink]] = None) -> None:
         """The forker starts first, its interpreter coming up while the rest is imported (the agent process's
-        order, nodeagent/__main__.py)."""
-        from nodeagent.forkerlink import ForkerLink
-
-        self.output = LogRelay()
+        order, nodeagent/__main__.py), unless one started `ahead` (its output's pipe ends and itself) is given."""
+        self.output = LogRelay(ahead[:2] if ahead is not None else None)
         self.failure: Optional[str] = None
         """The traceback of a pool's manager thread that failed: the agent takes no more calls."""
-        forker = ForkerLink(self.output.fd, in_console=True)
+        forker = ahead[2] if ahead is not None else ForkerLink(self.output.fd, in_console=True)
         from nodeagent.agent import Agent
         from nodeagent.pool import ChunkPool
 

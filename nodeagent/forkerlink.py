@@ -135,11 +135,14 @@ class ForkerLink:
             self._pids.pop(ident, None)
             self._exits.pop(ident, None)
 
-    def close(self) -> None:
-        """Close the socket: the forker kills the workers it has left and exits."""
+    def close(self, at_once: bool = False) -> None:
+        """Close the socket: the forker kills the workers it has left and exits. `at_once`: kill the forker
+        instead, for one that has forked nothing (it may still be starting: waiting for it would take that long)."""
         self._sock.close()
         self._gone = True
         try:
+            if at_once:
+                self._popen.kill()
             self._popen.wait(5)
         except subprocess.TimeoutExpired:
             self._popen.kill()

@@ -6,7 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from console import localnode
+from console import forkerahead, localnode
 from console.backends.agents import AgentBackend
 from console.cluster import Cluster
 from console.inventory import Inventory, Node
@@ -125,3 +125,54 @@ def test_an_executor_connected_on_a_thread_that_ended_keeps_its_workers(tmp_path
     finally:
         executor.shutdown()
     assert wait_for(lambda: not own_node_processes(), 10), own_node_processes()
+
+
+def new_children(before):
+    """This process's children started since `before` (a set of pids)."""
+    return [p for p in psutil.Process().children() if p.pid not in before]
+
+
+def test_a_forker_started_ahead_forks_the_local_nodes_workers(tmp_path):
+    """`console run`'s forker, started before the inventory is read, becomes the local node's: its workers run
+    the job, and closing the node leaves neither."""
+    before = {p.pid for p in psutil.Process().children()}
+    ahead = forkerahead.start(["run", "job.toml"])
+    [forker] = new_children(before)
+    node = Node("local", transport="local", workers=2)
+    here = localnode.start(Inventory(Path("inventory.toml"), (node,)), ahead=ahead)
+    (tmp_path / "parent.py").write_text("import os\n\ndef parent(x):\n    return os.getppid()\n")
+    job = write_job(tmp_path, function="parent:parent", items=range(10), chunk_size=1,
+                    files=[str(tmp_path / "parent.py")])
+    cluster = Cluster([node], backend=AgentBackend([node], here))
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        assert cluster.wait_job(60) == "ok"
+        assert forker.name() == FORKER_NAME.decode()
+    finally:
+        cluster.close()
+        here.close()
+    assert results(job)["result"] == [forker.pid] * 10
+    assert wait_for(lambda: not own_node_processes(), 10), own_node_processes()
+
+
+@pytest.mark.parametrize("node", [Node("far", host="192.0.2.1"), Node("local", transport="local", python="python3.9")],
+                         ids=["ssh only", "another python"])
+def test_a_forker_started_ahead_that_no_node_serves_is_killed_at_once(node):
+    """No local node this process serves (only SSH nodes, or one naming another Python): the forker started
+    ahead is killed before it forked anything, and waited for."""
+    before = {p.pid for p in psutil.Process().children()}
+    ahead = forkerahead.start(["run", "job.toml", "--json"])
+    [forker] = new_children(before)
+    here = localnode.start(Inventory(Path("inventory.toml"), (node,)), ahead=ahead)
+    try:
+        assert not forker.is_running(), "the unwanted forker was not waited for"
+        assert not here.serves(node)
+    finally:
+        here.close()
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["run", "job.toml", "--engine", "dask://127.0.0.1:8786"],
+                                  ["status"], []])
+def test_no_forker_is_started_ahead_but_for_a_run_on_the_inventory(argv):
+    assert forkerahead.start(argv) is None
