@@ -76,11 +76,19 @@ def _version() -> str:
     return "console %s, Python %s" % (mine, sys.version.split()[0])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full command line, with help for every option."""
+COMMANDS = ("run", "bootstrap", "status", "trust", "timeline", "ui")
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The full command line, with help for every option; with `only`, of that subcommand alone (the one a
+    command line names: building the others' parsers and help took ~4 ms of every start)."""
     import argparse
-    import textwrap
     from pathlib import Path
+
+    def fill(text: str) -> str:
+        import textwrap  # not for `console run`, which shows none of these
+
+        return textwrap.fill(text, 78)
 
     class Version(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
@@ -97,19 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--inventory", "-i", type=Path, default=None, metavar="FILE",
                        help="inventory file (default: ./inventory.toml, else this machine alone)")
 
-    run = sub.add_parser("run", help="run a job headless", description=RUN_HELP,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    run.add_argument("job", type=Path, metavar="JOB", help="the job file (job.toml)")
-    inventory_option(run)
-    run.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
-                     help="results file (default: the job's [output] path)")
-    run.add_argument("--json", action="store_true",
-                     help="print the results document as JSON on stdout (progress goes to stderr)")
-    run.add_argument("--engine", metavar="URL", default=None,
-                     help="run on an existing Dask cluster, e.g. dask://host:8786, instead of the inventory's "
-                          "nodes (needs the [dask] extra)")
-    run.add_argument("--resume", action="store_true",
-                     help="skip chunks already in OUTPUT.journal from an earlier run of the same job")
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    if wanted("run"):
+        run = sub.add_parser("run", help="run a job headless", description=RUN_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+        run.add_argument("job", type=Path, metavar="JOB", help="the job file (job.toml)")
+        inventory_option(run)
+        run.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                         help="results file (default: the job's [output] path)")
+        run.add_argument("--json", action="store_true",
+                         help="print the results document as JSON on stdout (progress goes to stderr)")
+        run.add_argument("--engine", metavar="URL", default=None,
+                         help="run on an existing Dask cluster, e.g. dask://host:8786, instead of the inventory's "
+                              "nodes (needs the [dask] extra)")
+        run.add_argument("--resume", action="store_true",
+                         help="skip chunks already in OUTPUT.journal from an earlier run of the same job")
 
     for name, summary, description, example in (
         ("bootstrap", "prepare the inventory's nodes (connect, probe, deploy, start, stop)",
@@ -125,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
          "wheels of the job's requirements for its platform.",
          "console status --job jobs/numpyjob.toml\nsee also: console bootstrap"),
     ):
-        nodes_command = sub.add_parser(name, help=summary, description=textwrap.fill(description, 78),
+        if not wanted(name):
+            continue
+        nodes_command = sub.add_parser(name, help=summary, description=fill(description),
                                        epilog=f"example: {example}",
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
         inventory_option(nodes_command)
@@ -133,35 +147,38 @@ def build_parser() -> argparse.ArgumentParser:
         nodes_command.add_argument("--job", type=Path, default=None, metavar="JOB",
                                    help="a job file: show (status) or send (bootstrap) its requirements' wheels")
 
-    trust = sub.add_parser(
-        "trust", help="pin a node's SSH host key into the inventory's known_hosts",
-        description=textwrap.fill(
-            "Fetch the host key the node presents, show its fingerprint and, once you confirm, append it to "
-            "the node's known_hosts file (the inventory's known_hosts, else ~/.ssh/known_hosts). Compare the "
-            "fingerprint with the node's own 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you "
-            "say yes. A key that differs from one already pinned is never replaced.", 78),
-        epilog="example: console trust pi-3\nsee also: console bootstrap",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    inventory_option(trust)
-    trust.add_argument("node", metavar="NODE", help="node name")
-    trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")
+    if wanted("trust"):
+        trust = sub.add_parser(
+            "trust", help="pin a node's SSH host key into the inventory's known_hosts",
+            description=fill(
+                "Fetch the host key the node presents, show its fingerprint and, once you confirm, append it to "
+                "the node's known_hosts file (the inventory's known_hosts, else ~/.ssh/known_hosts). Compare the "
+                "fingerprint with the node's own 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you "
+                "say yes. A key that differs from one already pinned is never replaced."),
+            epilog="example: console trust pi-3\nsee also: console bootstrap",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        inventory_option(trust)
+        trust.add_argument("node", metavar="NODE", help="node name")
+        trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")
 
-    timeline = sub.add_parser(
-        "timeline", help="draw where a job's time went, from its results file",
-        description=textwrap.fill(
-            "Draw a task-stream picture of a finished job: one lane per node and worker, each chunk attempt a "
-            "bar from its start to its end, coloured by what became of it (done, failed, timed out, lost with "
-            "its node, a losing duplicate). Needs matplotlib: pip install -e \".[plot]\".", 78),
-        epilog="example: console timeline factorize.results.json -o factorize.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    timeline.add_argument("results", type=Path, metavar="RESULTS", help="a results file written by console run")
-    timeline.add_argument("--output", "-o", type=Path, default=None, metavar="PNG",
-                          help="the picture to write (default: RESULTS with .png)")
+    if wanted("timeline"):
+        timeline = sub.add_parser(
+            "timeline", help="draw where a job's time went, from its results file",
+            description=fill(
+                "Draw a task-stream picture of a finished job: one lane per node and worker, each chunk attempt a "
+                "bar from its start to its end, coloured by what became of it (done, failed, timed out, lost with "
+                "its node, a losing duplicate). Needs matplotlib: pip install -e \".[plot]\"."),
+            epilog="example: console timeline factorize.results.json -o factorize.png",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        timeline.add_argument("results", type=Path, metavar="RESULTS", help="a results file written by console run")
+        timeline.add_argument("--output", "-o", type=Path, default=None, metavar="PNG",
+                              help="the picture to write (default: RESULTS with .png)")
 
-    ui = sub.add_parser("ui", help="open the dashboard (the default)")
-    ui.add_argument("job", type=Path, nargs="?", metavar="JOB", help="job file to offer first")
-    inventory_option(ui)
-    ui.add_argument("--engine", metavar="URL", default=None, help="watch an existing Dask cluster (dask://host:8786)")
+    if wanted("ui"):
+        ui = sub.add_parser("ui", help="open the dashboard (the default)")
+        ui.add_argument("job", type=Path, nargs="?", metavar="JOB", help="job file to offer first")
+        inventory_option(ui)
+        ui.add_argument("--engine", metavar="URL", default=None, help="watch an existing Dask cluster (dask://host:8786)")
     return parser
 
 
@@ -177,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str], ahead: Optional[ForkerAhead]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv[:1] and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args, ahead)

@@ -18,7 +18,6 @@ sentence (`JobRun.console_error`, exit status 4), keeping what was journalled.
 from __future__ import annotations
 
 import threading
-import traceback
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
@@ -223,6 +222,8 @@ class Cluster:
                 values = dict(job.values)
             job.reduce_into(document, values)
         except Exception as exc:  # a bug of ours while building the document
+            import traceback
+
             job.console_error = (f"internal error while writing the results: {type(exc).__name__}: {exc}. "
                                  "This is a bug in the console.")
             job.console_traceback = traceback.format_exc()

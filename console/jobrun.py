@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from console.errors import ConsoleFault, UsageError
 from console.format import answer
 from console.inventory import PackageSource
-from console.jobcode import check_job_code, job_files
+from console.jobcode import check_job_code, job_files, raised_at
 from console.journal import JournalWriter, journal_path, read_journal
 from console.jobspec import JobSpec
 from console.rates import History, RateMeter
@@ -148,7 +147,7 @@ class JobRun:
         try:
             self.custom_reduce([value])  # type: ignore[misc]
         except Exception as exc:  # the job's reducer and its function disagree
-            where = traceback.extract_tb(exc.__traceback__)[-1]
+            where = raised_at(exc)
             item = self.spec.input.slice(done.start, 1)
             return (f"{self.spec.path}: [job] reduce {self.spec.reduce} raised {type(exc).__name__}: {exc} "
                     f"({where.filename}:{where.lineno}) on its first value, chunk {done.chunk}'s (a "
@@ -188,6 +187,8 @@ class JobRun:
             self.console_error = (f"internal error in {where}: {type(exc).__name__}: {exc}. This is a bug in the "
                                   "console (the traceback follows); every chunk journalled so far is kept, so "
                                   "--resume continues the job.")
+            import traceback
+
             self.console_traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.end("failed")
 
@@ -230,7 +231,7 @@ class JobRun:
         try:
             document["result"] = reduce_values(self.spec.reduce, values, self.custom_reduce)
         except Exception as exc:  # the job's reducer raised: the console's side, not a node's
-            where = traceback.extract_tb(exc.__traceback__)[-1]
+            where = raised_at(exc)
             document["status"] = "failed"
             self.console_error = (
                 f"the reducer {self.spec.reduce} of {self.spec.path} raised {type(exc).__name__}: {exc} "

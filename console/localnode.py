@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Sequence, Tuple
 
@@ -183,6 +182,8 @@ class InProcessLink(AgentLink):
         except ConsoleError:
             raise
         except Exception as exc:
+            import traceback
+
             self._local.log(f"{method} failed:\n{traceback.format_exc().rstrip()}")
             raise NodeError(f"the local node failed to {method.replace('_', ' ')}: {type(exc).__name__}: {exc}.") \
                 from None

@@ -13,7 +13,6 @@ import select
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -330,6 +329,8 @@ class ChunkPool:
         except Exception:
             if self._on_failure is None:
                 raise
+            import traceback
+
             self._on_failure(traceback.format_exc())
 
     def _manage_until_closed(self) -> None:
