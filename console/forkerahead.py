@@ -8,7 +8,7 @@ console imports, parses and reads. Whether the inventory has a local node the
 console serves (console/localnode.py) is not known yet: a forker no node takes
 is killed before it has forked anything.
 
-Imports only what starting it needs (nodeagent.forkerlink: subprocess, socket).
+Imports only what starting it needs (nodeagent.forkerlink: subprocess, `_socket`).
 """
 
 import os

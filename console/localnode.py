@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Sequence
 
 from console.agentlink import AgentLink, Progress, pump_lines, reply_too_large
 from console.errors import ConsoleError, NodeError
-from console.forkerahead import ForkerAhead
 from nodeagent import wire
 from nodeagent.forkerlink import ForkerLink
 from nodeagent.stdio import log_line
 
 if TYPE_CHECKING:
+    from console.forkerahead import ForkerAhead
     from console.inventory import Inventory, Node
 
 __all__ = ["start", "ServedHere", "LocalNode", "InProcessLink"]
