@@ -24,7 +24,12 @@ class ForkerAhead:
 
     def __init__(self) -> None:
         self._read_fd, self._write_fd = os.pipe()
-        self._forker: Optional[ForkerLink] = ForkerLink(self._write_fd, in_console=True)
+        try:
+            self._forker: Optional[ForkerLink] = ForkerLink(self._write_fd, in_console=True)
+        except BaseException:
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+            raise
 
     def take(self) -> Optional[Tuple[int, int, ForkerLink]]:
         """(read end, write end, forker) for the first local node; None once taken."""
@@ -46,4 +51,7 @@ def start(argv: List[str]) -> Optional[ForkerAhead]:
         return None
     if any(arg in ("-h", "--help") or arg.startswith("--engine") for arg in argv):
         return None
-    return ForkerAhead()
+    try:
+        return ForkerAhead()
+    except OSError:  # out of processes or fds, say: the local node starts its own later, and says so if it fails
+        return None

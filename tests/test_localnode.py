@@ -1,6 +1,7 @@
 """The local node served in the console's own process (`console run`'s, console/localnode.py), with a real
 forker and real workers: its log, a pool that fails, and what it leaves behind."""
 
+import os
 from pathlib import Path
 
 import psutil
@@ -176,3 +177,15 @@ def test_a_forker_started_ahead_that_no_node_serves_is_killed_at_once(node):
                                   ["status"], []])
 def test_no_forker_is_started_ahead_but_for_a_run_on_the_inventory(argv):
     assert forkerahead.start(argv) is None
+
+
+def test_a_forker_that_cannot_be_started_ahead_leaves_it_to_the_local_node(monkeypatch):
+    """Starting the forker ahead fails (no more processes, say): no forker ahead and no fd left open; the local
+    node starts its own when the inventory is read."""
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    open_fds = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(forkerahead, "ForkerLink", refuse)
+    assert forkerahead.start(["run", "job.toml"]) is None
+    assert set(os.listdir("/proc/self/fd")) <= open_fds
