@@ -67,8 +67,11 @@ class ServedHere:
     def __init__(self, nodes: Sequence[Node], ahead: Optional[ForkerAhead] = None) -> None:
         self._early: Dict[str, LocalNode] = {}
         for node in nodes:
-            self._early[node.name] = LocalNode(_pool_size(node), ahead.take() if ahead is not None else None)
-        self._names = frozenset(self._early)
+            try:
+                self._early[node.name] = LocalNode(_pool_size(node), ahead.take() if ahead is not None else None)
+            except OSError:  # its session starts it again, and the node fails with the reason if that fails too
+                pass
+        self._names = frozenset(node.name for node in nodes)
 
     def serves(self, node: Node) -> bool:
         return node.name in self._names
@@ -132,11 +135,18 @@ class LocalNode:
         self.output = LogRelay(ahead[:2] if ahead is not None else None)
         self.failure: Optional[str] = None
         """The traceback of a pool's manager thread that failed: the agent takes no more calls."""
-        forker = ahead[2] if ahead is not None else ForkerLink(self.output.fd, in_console=True)
         from nodeagent.agent import Agent
         from nodeagent.pool import ChunkPool
 
-        warm = ChunkPool(workers, on_failure=self._pool_failed, forker=forker)
+        forker = ahead[2] if ahead is not None else None
+        try:
+            forker = forker or ForkerLink(self.output.fd, in_console=True)
+            warm = ChunkPool(workers, on_failure=self._pool_failed, forker=forker)
+        except BaseException:  # no processes or fds left, say: nothing of it stays behind
+            if forker is not None:
+                forker.close()
+            self.output.close()
+            raise
         # On Linux the node's metrics come from /proc, psutil or not: the same figures, without psutil's import
         # (~20 ms of the console's CPU, a second into the job, while its workers want both cores).
         plain_metrics = sys.platform.startswith("linux") or os.environ.get("NODEAGENT_NO_PSUTIL") == "1"

@@ -189,3 +189,28 @@ def test_a_forker_that_cannot_be_started_ahead_leaves_it_to_the_local_node(monke
     monkeypatch.setattr(forkerahead, "ForkerLink", refuse)
     assert forkerahead.start(["run", "job.toml"]) is None
     assert set(os.listdir("/proc/self/fd")) <= open_fds
+
+
+def test_a_local_node_whose_forker_cannot_start_fails_with_the_reason_and_nothing_is_left(tmp_path, monkeypatch):
+    """No process can be started (faked): the served node fails with the OS's reason, as an agent process that
+    cannot start does, and the job ends with no node usable."""
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(localnode, "ForkerLink", refuse)
+    node = Node("local", transport="local", workers=2)
+    here = localnode.start(Inventory(Path("inventory.toml"), (node,)))
+    assert here.serves(node)
+    job = write_job(tmp_path, items=range(4), chunk_size=2)
+    cluster = Cluster([node], backend=AgentBackend([node], here))
+    try:
+        cluster.start_job(load_job(job))
+        cluster.bootstrap()
+        assert cluster.wait_job(60) == "failed"
+        session = cluster.sessions["local"]
+        assert (session.state, session.error) == (
+            "failed", "local: BlockingIOError: [Errno 11] Resource temporarily unavailable")
+    finally:
+        cluster.close()
+        here.close()
+    assert results(job)["reason"] == "no node is usable"
