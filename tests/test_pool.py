@@ -96,6 +96,14 @@ def _gone(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads parents from /proc (Linux)")
+def test_the_exit_builtin_in_a_chunk_is_its_error(pool):
+    """`exit(3)` in a chunk: SystemExit, reported as the chunk's error, in a forked worker (its forker started
+    without `site`, which defines `exit`) as in a spawned one; not a NameError."""
+    pool.submit([task(0, fn="faulty:calls_exit")])
+    [outcome] = drain(pool, 1).values()
+    assert (outcome.status, outcome.error) == ("error", "SystemExit: 3")
+
+
 def test_a_pools_workers_are_forks_of_its_one_forker_and_end_with_it(tmp_path, monkeypatch):
     """Both workers and the replacement of a killed one are children of one forker (an interpreter of its own,
     not the agent); SIGKILLing the forker ends its workers, their chunks are "died" with the reason, and a new

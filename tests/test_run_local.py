@@ -209,6 +209,7 @@ def test_console_run_off_a_terminal_prints_plain_lines_and_imports_no_rich(tmp_p
 
 
 HOOKED_JOB = """
+import pathlib  # its ntpath's optional `from nt import ...` misses every finder, site's last one included
 import sys
 
 def probe(x):
@@ -220,6 +221,7 @@ def probe(x):
 
 PTH_HOOK = """
 import importlib.machinery, sys
+from pathlib import Path  # as an editable install's finder does
 
 class Finder:
     @classmethod
@@ -236,7 +238,9 @@ def install():
 def test_a_job_imports_what_site_and_its_pth_hooks_provide_though_the_forker_starts_without_site(tmp_path):
     """The forker starts without site (python -S, nodeagent/sitelater.py): the worker finds site-packages
     through the agent's sys.path, and a package only a .pth file's import hook finds (an editable install)
-    through site run on that first import."""
+    through site run on that first import; not on the misses of the standard library's own optional imports
+    (the job imports pathlib first, whose ntpath tries `nt`), where the hook, which imports pathlib as an
+    editable install's finder does, would fail on the half-imported module and the package be found by none."""
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     (hidden / "hooked_pkg.py").write_text("VALUE = 40\n")

@@ -49,6 +49,11 @@ def exit_once_on_5(x):
     return x * x
 
 
+def calls_exit(x):
+    """The `exit` builtin, which `site` defines: a worker forked by a forker started without `site` has it too."""
+    exit(3)
+
+
 def noisy(x):
     print("noise on stdout " * 20)
     sys.stdout.flush()
