@@ -108,6 +108,11 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     def wanted(name: str) -> bool:
         return only is None or only == name
 
+    def described(name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        """A subcommand whose help is its description, wrapped, and its examples."""
+        return sub.add_parser(name, help=summary, description=fill(description), epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
     if wanted("run"):
         run = sub.add_parser("run", help="run a job headless", description=RUN_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -139,37 +144,31 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     ):
         if not wanted(name):
             continue
-        nodes_command = sub.add_parser(name, help=summary, description=fill(description),
-                                       epilog=f"example: {example}",
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        nodes_command = described(name, summary, description, f"example: {example}")
         inventory_option(nodes_command)
         nodes_command.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all)")
         nodes_command.add_argument("--job", type=Path, default=None, metavar="JOB",
                                    help="a job file: show (status) or send (bootstrap) its requirements' wheels")
 
     if wanted("trust"):
-        trust = sub.add_parser(
-            "trust", help="pin a node's SSH host key into the inventory's known_hosts",
-            description=fill(
-                "Fetch the host key the node presents, show its fingerprint and, once you confirm, append it to "
-                "the node's known_hosts file (the inventory's known_hosts, else ~/.ssh/known_hosts). Compare the "
-                "fingerprint with the node's own 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you "
-                "say yes. A key that differs from one already pinned is never replaced."),
-            epilog="example: console trust pi-3\nsee also: console bootstrap",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+        trust = described(
+            "trust", "pin a node's SSH host key into the inventory's known_hosts",
+            "Fetch the host key the node presents, show its fingerprint and, once you confirm, append it to "
+            "the node's known_hosts file (the inventory's known_hosts, else ~/.ssh/known_hosts). Compare the "
+            "fingerprint with the node's own 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' before you "
+            "say yes. A key that differs from one already pinned is never replaced.",
+            "example: console trust pi-3\nsee also: console bootstrap")
         inventory_option(trust)
         trust.add_argument("node", metavar="NODE", help="node name")
         trust.add_argument("--yes", "-y", action="store_true", help="pin without asking")
 
     if wanted("timeline"):
-        timeline = sub.add_parser(
-            "timeline", help="draw where a job's time went, from its results file",
-            description=fill(
-                "Draw a task-stream picture of a finished job: one lane per node and worker, each chunk attempt a "
-                "bar from its start to its end, coloured by what became of it (done, failed, timed out, lost with "
-                "its node, a losing duplicate). Needs matplotlib: pip install -e \".[plot]\"."),
-            epilog="example: console timeline factorize.results.json -o factorize.png",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+        timeline = described(
+            "timeline", "draw where a job's time went, from its results file",
+            "Draw a task-stream picture of a finished job: one lane per node and worker, each chunk attempt a "
+            "bar from its start to its end, coloured by what became of it (done, failed, timed out, lost with "
+            "its node, a losing duplicate). Needs matplotlib: pip install -e \".[plot]\".",
+            "example: console timeline factorize.results.json -o factorize.png")
         timeline.add_argument("results", type=Path, metavar="RESULTS", help="a results file written by console run")
         timeline.add_argument("--output", "-o", type=Path, default=None, metavar="PNG",
                               help="the picture to write (default: RESULTS with .png)")
